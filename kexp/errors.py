@@ -1,0 +1,67 @@
+"""Exceptions kexp raises for the person at the keyboard.
+
+The CLI turns ``ConfigError`` and ``DataError`` into exit code 2 and ``TrainingError`` into
+exit code 1, in one place (``kexp.cli.app``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["KexpError", "Problem", "ConfigError", "DataError", "TrainingError"]
+
+
+class KexpError(Exception):
+    """Base class of every error kexp reports without a traceback."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: where it is, and what was expected.
+
+    ``path`` is the config path (``model.layers[2].units``), ``where`` the source
+    (``configs/x.yaml:12:7`` or ``--set model.layers[0].units=3``).
+    """
+
+    path: str
+    message: str
+    where: str = ""
+    suggestion: str = ""
+
+    def __str__(self) -> str:
+        head = f"{self.where}: " if self.where else ""
+        at = f"{self.path}: " if self.path else ""
+        hint = f" Did you mean {self.suggestion}?" if self.suggestion else ""
+        return f"{head}{at}{self.message}{hint}"
+
+
+class ConfigError(KexpError):
+    """A config (or command-line override) that cannot be run. Holds every problem found."""
+
+    def __init__(self, problems: list[Problem] | Problem | str):
+        if isinstance(problems, str):
+            problems = [Problem("", problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return f"config error: {self.problems[0]}"
+        lines = [f"config error: {len(self.problems)} problems"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class DataError(KexpError):
+    """Data that cannot be used: a missing, empty, ragged or non-numeric file, names that do
+    not match the model. The message names the file (and row) or the config path."""
+
+
+class TrainingError(KexpError):
+    """A failure only detectable while training (a NaN loss, ...): the run is marked failed."""
+
+    exit_code = 1

@@ -1,0 +1,311 @@
+"""The component registries and the one resolver behind them.
+
+Everything pluggable is written one way in a config: a bare name, or a mapping of ``type``
+plus keyword arguments. A name resolves in this order:
+
+1. components registered with ``@REGISTRY.register()`` (plugins and kexp's built-ins; a name
+   may be registered once);
+2. Keras itself, by class name (``Dense``, ``RMSprop``) or string identifier (``rmsprop``,
+   ``accuracy``, ``mean_squared_error``).
+
+Keras names are checked against ``_keras_catalog.json`` (generated from the installed Keras
+by ``python -m kexp.tools.keras_catalog``), so ``kexp validate`` needs no TensorFlow. The
+Keras object itself is only imported when something is built.
+
+Example:
+    ```python
+    from kexp.registry import METRICS
+
+    @METRICS.register()              # registered as "RootMeanSquaredError"
+    class RootMeanSquaredError(keras.metrics.Metric): ...
+    ```
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Registry",
+    "Entry",
+    "REGISTRIES",
+    "LAYERS",
+    "MODELS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "LOSSES",
+    "METRICS",
+    "CALLBACKS",
+    "DATASETS",
+    "REGULARIZERS",
+    "INITIALIZERS",
+    "CONSTRAINTS",
+    "ACTIVATIONS",
+    "registry_for_argument",
+]
+
+# kexp modules that register built-ins. They must not import TensorFlow at import time.
+_BUILTIN_MODULES = ("kexp.data.datasets", "kexp.training.builtins")
+
+# Keyword arguments that every Keras layer accepts through ``**kwargs`` (keras.layers.Layer).
+_LAYER_BASE_KWARGS = (
+    "name", "dtype", "trainable", "autocast", "activity_regularizer",
+    "input_shape", "input_dim", "batch_input_shape", "batch_size", "weights",
+)
+# Keras base classes that take ``**kwargs`` only to reject unknown ones with a message: the
+# keyword names they accept beyond their signature.
+_CLOSED_BASES = {"Layer.__init__": _LAYER_BASE_KWARGS, "BaseOptimizer.__init__": ()}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A resolved name: where it comes from and which keyword arguments it accepts.
+
+    ``params`` lists the accepted keyword names, ``required`` those without a default;
+    ``open_kwargs`` is true when anything else is accepted too. ``identifier`` marks a Keras
+    string identifier (``"accuracy"``) that is handed to Keras as the string itself.
+    """
+
+    name: str
+    origin: str  # "plugin", "kexp" or "keras"
+    owner: str  # module that defined it
+    params: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    open_kwargs: bool = False
+    identifier: bool = False
+    obj: Any = None  # the registered object; None for Keras entries until loaded
+
+    def load(self) -> Any:
+        """The object behind the entry (imports Keras for Keras entries)."""
+        if self.obj is not None:
+            return self.obj
+        return _load_keras_object(self.owner, self.name)
+
+
+@dataclass
+class Registry:
+    """One registry per kind of component (layer, optimizer, ...)."""
+
+    kind: str
+    keras_kind: str | None = None  # the key of this kind in the Keras catalog
+    _entries: dict[str, Entry] = field(default_factory=dict)
+
+    def register(self, name: str | Callable | None = None) -> Callable:
+        """Decorator registering a class or function under its own name or ``name``.
+
+        Usable bare (``@LAYERS.register``) or called (``@LAYERS.register("my_dense")``).
+        Registering a taken name is an error naming the first owner.
+        """
+        if callable(name):
+            return self.register()(name)
+
+        def decorator(obj: Any) -> Any:
+            key = name or obj.__name__
+            owner = getattr(obj, "__module__", "?")
+            if key in self._entries:
+                first = self._entries[key]
+                if first.obj is obj:
+                    return obj
+                raise ValueError(
+                    f"{self.kind} {key!r} is already registered by {first.owner}; "
+                    f"{owner} cannot register it again. Register it under another name."
+                )
+            origin = "kexp" if owner.startswith("kexp.") else "plugin"
+            self._entries[key] = _entry_from_object(key, obj, origin, owner)
+            _register_with_keras_serialization(obj)
+            return obj
+
+        return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove a registered name (for tests that register throw-away components)."""
+        self._entries.pop(name, None)
+
+    def get(self, name: str) -> Entry | None:
+        """Resolve ``name``: registered components first, then Keras. None when unknown."""
+        _load_builtins()
+        if name in self._entries:
+            return self._entries[name]
+        if self.keras_kind:
+            info = _keras_catalog().get(self.keras_kind, {}).get(name)
+            if info is not None:
+                return Entry(
+                    name=name,
+                    origin="keras",
+                    owner=info["module"],
+                    params=tuple(info.get("params", ())),
+                    required=tuple(info.get("required", ())),
+                    open_kwargs=info.get("open_kwargs", False),
+                    identifier=info.get("identifier", False),
+                )
+        return None
+
+    def registered(self) -> dict[str, Entry]:
+        """Names registered by plugins and kexp (not Keras), in registration order."""
+        _load_builtins()
+        return dict(self._entries)
+
+    def names(self) -> list[str]:
+        """Every name this registry resolves: registered ones, then Keras's."""
+        keras_names = _keras_catalog().get(self.keras_kind, {}) if self.keras_kind else {}
+        return list(self.registered()) + [n for n in keras_names if n not in self._entries]
+
+    def suggest(self, name: str) -> list[str]:
+        """The closest known names to a misspelled one."""
+        names = self.names()
+        lowered = {n.lower(): n for n in names}
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+        return [lowered[c] for c in close]
+
+
+LAYERS = Registry("layer", "layers")
+MODELS = Registry("model", "models")
+OPTIMIZERS = Registry("optimizer", "optimizers")
+SCHEDULES = Registry("schedule", "schedules")
+LOSSES = Registry("loss", "losses")
+METRICS = Registry("metric", "metrics")
+CALLBACKS = Registry("callback", "callbacks")
+DATASETS = Registry("dataset")
+REGULARIZERS = Registry("regularizer", "regularizers")
+INITIALIZERS = Registry("initializer", "initializers")
+CONSTRAINTS = Registry("constraint", "constraints")
+ACTIVATIONS = Registry("activation", "activations")
+
+REGISTRIES: dict[str, Registry] = {
+    "layers": LAYERS,
+    "models": MODELS,
+    "optimizers": OPTIMIZERS,
+    "schedules": SCHEDULES,
+    "losses": LOSSES,
+    "metrics": METRICS,
+    "callbacks": CALLBACKS,
+    "datasets": DATASETS,
+    "regularizers": REGULARIZERS,
+    "initializers": INITIALIZERS,
+    "constraints": CONSTRAINTS,
+    "activations": ACTIVATIONS,
+}
+
+
+def registry_for_argument(arg: str) -> Registry | None:
+    """The registry a nested component argument resolves in, from the argument's name.
+
+    ``kernel_regularizer`` -> REGULARIZERS, ``learning_rate`` -> SCHEDULES, ``layer`` ->
+    LAYERS (as in ``Bidirectional(layer=...)``).
+    """
+    for suffix, registry in (
+        ("_regularizer", REGULARIZERS),
+        ("_initializer", INITIALIZERS),
+        ("_constraint", CONSTRAINTS),
+        ("activation", ACTIVATIONS),
+    ):
+        if arg.endswith(suffix):
+            return registry
+    return {
+        "learning_rate": SCHEDULES,
+        "schedule": SCHEDULES,
+        "optimizer": OPTIMIZERS,
+        "loss": LOSSES,
+        "metric": METRICS,
+        "layer": LAYERS,
+        "backward_layer": LAYERS,
+    }.get(arg)
+
+
+def _entry_from_object(name: str, obj: Any, origin: str, owner: str) -> Entry:
+    params, required, open_kwargs = signature_of(obj)
+    return Entry(name, origin, owner, params, required, open_kwargs, obj=obj)
+
+
+def signature_of(obj: Any) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """Keyword names a class or function accepts, the required ones, and whether it takes
+    arbitrary ``**kwargs``.
+
+    For a class whose ``__init__`` forwards ``**kwargs`` to its base, the base's keyword names
+    are followed up the MRO; a Keras layer's base accepts a fixed set (``name``, ``dtype``, ...).
+    """
+    params: list[str] = []
+    required: list[str] = []
+    targets = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(
+        obj
+    ) else [obj]
+    for target in targets:
+        try:
+            sig = inspect.signature(target)
+        except (TypeError, ValueError):
+            return tuple(params), tuple(required), True
+        var_kwargs = False
+        for i, p in enumerate(sig.parameters.values()):
+            if inspect.isclass(obj) and i == 0 and p.name == "self":
+                continue
+            if p.kind is p.VAR_KEYWORD:
+                var_kwargs = True
+            elif p.kind is not p.VAR_POSITIONAL and p.name not in params:
+                params.append(p.name)
+                if p.default is p.empty and target is targets[0]:
+                    required.append(p.name)
+        if not var_kwargs:
+            return tuple(params), tuple(required), False
+        closing = _CLOSED_BASES.get(getattr(target, "__qualname__", ""))
+        if closing is not None:
+            params += [k for k in closing if k not in params]
+            return tuple(params), tuple(required), False
+        if target is object.__init__:
+            break
+    return tuple(params), tuple(required), True
+
+
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    for module in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a built-in module not written yet
+            if exc.name != module:
+                raise
+
+
+@cache
+def _keras_catalog() -> dict[str, dict[str, dict[str, Any]]]:
+    path = Path(__file__).with_name("_keras_catalog.json")
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _load_keras_object(module: str, name: str) -> Any:
+    mod = importlib.import_module(module)
+    return getattr(mod, name)
+
+
+def _register_with_keras_serialization(obj: Any) -> None:
+    """Registered Keras classes are also registered for Keras serialization, so models that
+    use them reload from ``.keras`` files. Only where Keras is already imported (a plugin that
+    subclasses Keras imported it); kexp built-ins never import Keras here."""
+    keras = sys.modules.get("keras")
+    if keras is None or not inspect.isclass(obj):
+        return
+    try:
+        keras.saving.register_keras_serializable(package="kexp")(obj)
+    except ValueError:  # already registered under the same name (a plugin re-imported)
+        pass
+
+
+def describe(entries: Mapping[str, Entry]) -> list[tuple[str, str, str]]:
+    """Rows (name, origin, owner) for ``kexp list``."""
+    return [(e.name, e.origin, e.owner) for e in entries.values()]
