@@ -33,7 +33,7 @@ class Problem:
     def __str__(self) -> str:
         head = f"{self.where}: " if self.where else ""
         at = f"{self.path}: " if self.path else ""
-        hint = f" Did you mean {self.suggestion}?" if self.suggestion else ""
+        hint = f"; did you mean {self.suggestion}?" if self.suggestion else ""
         return f"{head}{at}{self.message}{hint}"
 
 

@@ -113,7 +113,11 @@ class Registry:
             owner = getattr(obj, "__module__", "?")
             if key in self._entries:
                 first = self._entries[key]
-                if first.obj is obj:
+                if first.owner == owner and getattr(first.obj, "__qualname__", None) == getattr(
+                    obj, "__qualname__", None
+                ):  # the same plugin imported again (a second config in one process)
+                    self._entries[key] = _entry_from_object(key, obj, first.origin, owner)
+                    _register_with_keras_serialization(obj)
                     return obj
                 raise ValueError(
                     f"{self.kind} {key!r} is already registered by {first.owner}; "

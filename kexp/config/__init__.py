@@ -1,0 +1,86 @@
+"""From a YAML file (plus ``--set`` overrides and ``--plugin``s) to a checked ``Config``.
+
+``load_config`` is the one entry point: it loads and merges the YAML, applies overrides,
+imports the named plugins, validates the schema and checks every component against the
+registry, and raises one ``ConfigError`` listing every problem found.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from kexp.config.check import check_config
+from kexp.config.errors import problems_from_validation
+from kexp.config.load import Loaded, SourceMap, apply_sets, format_path, load_merged
+from kexp.config.schema import Component, Config
+from kexp.errors import ConfigError, Problem
+from kexp.plugins import PluginError, import_plugin
+
+__all__ = ["load_config", "Config"]
+
+
+def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
+                plugins: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load, merge, override, validate and check a config file.
+
+    Args:
+        path: the YAML file.
+        sets: ``PATH=VALUE`` overrides, applied after ``extends:`` is merged.
+        plugins: extra plugins (``--plugin``), imported after the config's own.
+
+    Raises:
+        ConfigError: with every problem found, each located in the YAML.
+    """
+    loaded = load_merged(Path(path))
+    apply_sets(loaded, sets)
+    if plugins:
+        listed = loaded.data.setdefault("plugins", [])
+        if isinstance(listed, list):
+            listed.extend(str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins)
+    _import_plugins(loaded)
+    try:
+        cfg = Config.model_validate(loaded.data)
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation(exc, loaded.sources)) from None
+    cfg._file = loaded.path
+    cfg._sources = loaded.sources
+    _locate_components(cfg, (), loaded.sources)
+    problems = check_config(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _import_plugins(loaded: Loaded) -> None:
+    plugins = loaded.data.get("plugins") or []
+    if not isinstance(plugins, list):
+        return  # the schema reports it
+    problems = []
+    for i, spec in enumerate(plugins):
+        if not isinstance(spec, str):
+            continue
+        try:
+            import_plugin(spec)
+        except PluginError as exc:
+            problems.append(Problem(f"plugins[{i}]", str(exc),
+                                    loaded.sources.where(("plugins", i))))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _locate_components(value: Any, path: tuple, sources: SourceMap) -> None:
+    """Tell each component where it is in the config, for errors raised while building it."""
+    if isinstance(value, Component):
+        value.locate(format_path(path), sources.where(path))
+    if isinstance(value, BaseModel):
+        for name, field in type(value).model_fields.items():
+            _locate_components(getattr(value, name), (*path, field.alias or name), sources)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _locate_components(item, (*path, i), sources)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _locate_components(item, (*path, key), sources)

@@ -1,0 +1,197 @@
+"""Checks that need the registry: every component name resolves, every argument is one its
+constructor takes, the functional graph is sound. No TensorFlow is imported."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kexp.config.errors import closest
+from kexp.config.load import format_path, parse_path
+from kexp.config.schema import Component, Config, ModelSpec
+from kexp.errors import Problem
+from kexp.models.base import BaseError, describe_base
+from kexp.models.graph import plan_graph
+from kexp.registry import (
+    CALLBACKS,
+    DATASETS,
+    LAYERS,
+    LOSSES,
+    METRICS,
+    MODELS,
+    OPTIMIZERS,
+    Entry,
+    Registry,
+    registry_for_argument,
+)
+
+__all__ = ["check_config", "check_component", "model_output_names"]
+
+# Keys of a dataset component that kexp handles itself (not passed to the dataset function).
+_DATA_OPTIONS = ("batch_size", "validation_split", "validation", "test", "shuffle", "cache")
+
+
+def check_config(cfg: Config) -> list[Problem]:
+    """Every problem the registry and the model graph can find, before anything is built."""
+    problems = check_component(cfg.data, (DATASETS,), skip=_DATA_OPTIONS)
+    for split in ("validation", "test"):
+        spec = getattr(cfg.data, split)
+        if spec is not None:
+            problems += check_component(spec, (DATASETS,))
+    problems += _check_model(cfg.model)
+    problems += check_component(cfg.compile.optimizer, (OPTIMIZERS,))
+    outputs = model_output_names(cfg.model)
+    problems += _check_per_output(cfg.compile.loss, "compile.loss", LOSSES, outputs)
+    problems += _check_per_output(cfg.compile.metrics, "compile.metrics", METRICS, outputs)
+    if isinstance(cfg.compile.loss_weights, dict) and outputs:
+        problems += _check_output_keys(cfg.compile.loss_weights, "compile.loss_weights", outputs)
+    for callback in cfg.train.callbacks:
+        problems += check_component(callback, (CALLBACKS,))
+    if cfg.distribute.strategy == "multi_worker" and cfg.train.loop == "fit":
+        problems.append(Problem(
+            "train.loop",
+            "multi_worker training needs `train.loop: custom`: Keras 3's model.fit fails under "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585, 'Attempt to convert a value "
+            "(PerReplica...)'); kexp's custom loop runs it with strategy.run",
+        ))
+    return [_locate(p, cfg) for p in problems]
+
+
+def _locate(problem: Problem, cfg: Config) -> Problem:
+    if problem.where or cfg.sources is None:
+        return problem
+    try:
+        where = cfg.sources.where(parse_path(problem.path))
+    except ValueError:
+        where = ""
+    return Problem(problem.path, problem.message, where, problem.suggestion)
+
+
+def check_component(comp: Component, registries: tuple[Registry, ...],
+                    skip: tuple[str, ...] = ()) -> list[Problem]:
+    """Problems with one component: unknown name, unknown or missing arguments, and the
+    same for the components nested in its arguments."""
+    entry = _resolve(comp.type, registries)
+    if entry is None:
+        return [_unknown(comp.type, registries, f"{comp.path}.type" if comp.path else "type")]
+    args = {k: v for k, v in comp.args.items() if k not in skip}
+    return _check_args(entry, args, comp.path)
+
+
+def _resolve(name: str, registries: tuple[Registry, ...]) -> Entry | None:
+    for registry in registries:
+        entry = registry.get(name)
+        if entry is not None:
+            return entry
+    return None
+
+
+def _unknown(name: str, registries: tuple[Registry, ...], path: str) -> Problem:
+    kinds = " or ".join(r.kind for r in registries)
+    close = [n for r in registries for n in r.suggest(name)][:3]
+    return Problem(path, f"unknown {kinds} {name!r}",
+                   suggestion=" or ".join(repr(c) for c in close))
+
+
+def _check_args(entry: Entry, args: dict[str, Any], path: str) -> list[Problem]:
+    problems = []
+    for arg, value in args.items():
+        arg_path = f"{path}.{arg}" if path else arg
+        if arg not in entry.params and not entry.open_kwargs:
+            problems.append(Problem(
+                arg_path, f"{entry.name} has no argument {arg!r}",
+                suggestion=closest(arg, entry.params),
+            ))
+            continue
+        problems += _check_nested(arg, value, arg_path)
+    for required in entry.required:
+        if required not in args:
+            problems.append(Problem(path, f"{entry.name} needs the argument {required!r}"))
+    return problems
+
+
+def _check_nested(arg: str, value: Any, path: str) -> list[Problem]:
+    """A nested component (``kernel_regularizer: {type: L2, l2: 0.01}``) or a name that
+    Keras resolves (``activation: relu``) is checked in the registry its argument implies."""
+    registry = registry_for_argument(arg)
+    if registry is None:
+        return []
+    if isinstance(value, dict) and "type" in value:
+        entry = registry.get(str(value["type"]))
+        if entry is None:
+            return [_unknown(str(value["type"]), (registry,), f"{path}.type")]
+        return _check_args(entry, {k: v for k, v in value.items() if k != "type"}, path)
+    if isinstance(value, str) and registry.keras_kind not in ("layers", "models"):
+        if registry.get(value) is None:
+            return [_unknown(value, (registry,), path)]
+    return []
+
+
+def _check_model(spec: ModelSpec) -> list[Problem]:
+    allowed = {
+        "sequential": {"name", "input_shape", "layers"},
+        "functional": {"name", "inputs", "layers", "outputs", "class_", "base", "checkpoint",
+                       "trainable"},
+        "class": {"name", "input_shape"},
+    }[spec.kind]
+    problems = [
+        Problem(f"model.{spec.model_fields[f].alias or f}",
+                f"`{spec.model_fields[f].alias or f}` is not used by a {spec.kind} model")
+        for f in spec.model_fields_set - allowed - {"type"}
+    ]
+    if spec.kind != "class":
+        problems += [Problem(f"model.{k}", f"unknown key {k!r} for a {spec.type} model")
+                     for k in spec.args]
+    if spec.kind == "class":
+        return problems + check_component(spec, (MODELS, LAYERS))
+    for node in spec.layers or []:
+        problems += check_component(node, (LAYERS, MODELS))
+        if spec.kind == "sequential" and node.inputs is not None:
+            problems.append(Problem(f"{node.path}.inputs",
+                                    "`inputs:` names graph nodes: use `type: functional`"))
+    if spec.kind == "functional":
+        problems += _check_graph(spec)
+        if spec.class_ is not None and MODELS.get(spec.class_) is None:
+            problems.append(_unknown(spec.class_, (MODELS,), "model.class"))
+    return problems
+
+
+def _check_graph(spec: ModelSpec) -> list[Problem]:
+    base = ((), (), ())
+    if spec.base is not None:
+        try:
+            info = describe_base(spec.base, spec.checkpoint)
+        except BaseError as exc:
+            return [Problem("model.base", str(exc))]
+        base = (info.layers, info.inputs, info.outputs)
+    _, problems = plan_graph(spec, *base)
+    return problems
+
+
+def model_output_names(spec: ModelSpec) -> tuple[str, ...]:
+    """Output names a functional config declares (empty when only the built model knows)."""
+    if spec.kind != "functional" or spec.outputs is None:
+        return ()
+    return (spec.outputs,) if isinstance(spec.outputs, str) else tuple(spec.outputs)
+
+
+def _check_per_output(value: Any, path: str, registry: Registry,
+                      outputs: tuple[str, ...]) -> list[Problem]:
+    if value is None:
+        return []
+    if isinstance(value, Component):
+        return check_component(value, (registry,))
+    if isinstance(value, list):
+        return [p for c in value for p in check_component(c, (registry,))]
+    problems = _check_output_keys(value, path, outputs) if outputs else []
+    for item in value.values():
+        problems += _check_per_output(item, path, registry, ())
+    return problems
+
+
+def _check_output_keys(mapping: dict, path: str, outputs: tuple[str, ...]) -> list[Problem]:
+    return [
+        Problem(format_path((*parse_path(path), key)),
+                f"{key!r} is not an output of the model (outputs: {', '.join(outputs)})",
+                suggestion=closest(key, outputs))
+        for key in mapping if key not in outputs
+    ]

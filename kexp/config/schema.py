@@ -1,0 +1,248 @@
+"""The config language as typed objects (pydantic v2).
+
+A config is validated once, here, at the edge; everything downstream receives these objects.
+Components (layers, optimizers, losses, ...) are written one way everywhere: a bare name, or a
+mapping of ``type`` plus keyword arguments::
+
+    optimizer: rmsprop
+    optimizer: {type: RMSprop, learning_rate: 1e-3}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PositiveInt,
+    PrivateAttr,
+    Tag,
+    model_validator,
+)
+
+__all__ = [
+    "Component",
+    "Node",
+    "InputSpec",
+    "ModelSpec",
+    "DataSpec",
+    "CompileSpec",
+    "TrainSpec",
+    "DistributeSpec",
+    "Config",
+    "UNION_TAGS",
+]
+
+
+class Section(BaseModel):
+    """A fixed set of keys: anything else is an error. Types are strict (``"3"`` is no int)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+
+
+class Component(BaseModel):
+    """``Name`` or ``{type: Name, **kwargs}``: a registered or Keras class / function and its
+    keyword arguments (``args``). ``path`` and ``where`` locate it in the config, for errors
+    raised while building it."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str
+    _path: str = PrivateAttr(default="")
+    _where: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"type": value}
+        if isinstance(value, dict) and "type" not in value:
+            raise ValueError(
+                "a component needs a `type:` naming what to build, e.g. {type: Dense, units: 64}"
+            )
+        if not isinstance(value, dict):
+            raise ValueError(
+                "expected a name (e.g. rmsprop) or a mapping with `type:` "
+                "(e.g. {type: RMSprop, learning_rate: 1e-3})"
+            )
+        return value
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The keyword arguments given with ``type``."""
+        return dict(self.model_extra or {})
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def locate(self, path: str, where: str) -> None:
+        self._path, self._where = path, where
+
+
+class Node(Component):
+    """A layer in a sequential or functional model.
+
+    ``inputs`` names the node(s) this layer is called on (functional only; default: the
+    previous layer). ``adapt: true`` adapts a preprocessing layer (``Normalization``) on the
+    training features before training.
+    """
+
+    inputs: str | list[str] | None = None
+    adapt: bool = False
+
+
+class InputSpec(Section):
+    """A named model input: ``{name: title, shape: [10000]}``."""
+
+    name: str
+    shape: list[PositiveInt | None]
+    dtype: str = "float32"
+
+
+class ModelSpec(Component):
+    """``type: sequential``, ``type: functional``, or a registered model / layer class with its
+    keyword arguments (``{type: CustomerTicketModel, num_departments: 4}``)."""
+
+    name: str | None = None
+    input_shape: list[PositiveInt | None] | None = None
+    inputs: list[InputSpec] | None = None
+    layers: list[Node] | None = None
+    outputs: str | list[str] | None = None
+    class_: str | None = Field(default=None, alias="class")
+    base: str | None = None
+    checkpoint: Literal["final", "best", "last"] | None = None
+    trainable: bool | None = None
+
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+
+    @property
+    def kind(self) -> str:
+        """``sequential``, ``functional`` or ``class`` (a registered class)."""
+        return self.type if self.type in ("sequential", "functional") else "class"
+
+
+class DataSpec(Component):
+    """A dataset component plus the options every dataset shares.
+
+    Example:
+        ```yaml
+        data: {type: digits, batch_size: 32, validation_split: 0.2}
+        ```
+    """
+
+    batch_size: PositiveInt = 32
+    validation_split: Annotated[float, Field(gt=0, lt=1)] | None = None
+    validation: Component | None = None
+    test: Component | None = None
+    shuffle: bool | PositiveInt = True
+    cache: bool = True
+
+
+def _shape_of(value: Any) -> str:
+    if isinstance(value, list):
+        return "~list"
+    if isinstance(value, dict) and "type" not in value:
+        return "~map"
+    return "~one"
+
+
+# Discriminated by shape, so a bad value gets one error, not one per union member. The tags
+# appear in pydantic's error locations; kexp.config.errors removes them from config paths.
+UNION_TAGS = ("~one", "~list", "~map")
+_OneOrList = Annotated[
+    Annotated[Component, Tag("~one")] | Annotated[list[Component], Tag("~list")],
+    Discriminator(_shape_of),
+]
+_Losses = Annotated[
+    Annotated[Component, Tag("~one")] | Annotated[list[Component], Tag("~list")] | Annotated[dict[str, Component], Tag("~map")],
+    Discriminator(_shape_of),
+]
+_Metrics = Annotated[
+    Annotated[Component, Tag("~one")] | Annotated[list[Component], Tag("~list")] | Annotated[dict[str, _OneOrList], Tag("~map")],
+    Discriminator(_shape_of),
+]
+_Weights = Annotated[
+    Annotated[list[float], Tag("~list")] | Annotated[dict[str, float], Tag("~map")],
+    Discriminator(lambda v: "~list" if isinstance(v, list) else "~map"),
+]
+
+
+class CompileSpec(Section):
+    """Arguments of ``model.compile``: one value, a list in output order, or a mapping keyed
+    by output name."""
+
+    optimizer: Component = Component(type="rmsprop")
+    loss: _Losses | None = None
+    loss_weights: _Weights | None = None
+    metrics: _Metrics | None = None
+    steps_per_execution: PositiveInt | Literal["auto"] = "auto"
+    jit_compile: bool | Literal["auto"] = False
+
+
+class TrainSpec(Section):
+    """How to train: the loop, its length, callbacks, and the artifacts kexp adds."""
+
+    loop: Literal["fit", "custom"] = "fit"
+    epochs: PositiveInt = 1
+    steps_per_epoch: PositiveInt | None = None
+    compile_mode: Literal["eager", "step", "epoch"] = "epoch"
+    callbacks: list[Component] = []
+    monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+    checkpoints: bool = True
+    tensorboard: bool = True
+    progress: bool = True
+
+
+class DistributeSpec(Section):
+    """``tf.distribute`` strategy: default, mirrored (one machine, several devices) or
+    multi_worker (several processes / machines; custom loop)."""
+
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    devices: list[str] | None = None
+    communication: Literal["auto", "ring", "nccl"] = "auto"
+
+
+class Config(Section):
+    """A whole experiment."""
+
+    name: str | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    deterministic: bool = False
+    plugins: list[str] = []
+    runs_dir: str = "runs"
+    data: DataSpec
+    model: ModelSpec
+    compile: CompileSpec = CompileSpec()
+    train: TrainSpec = TrainSpec()
+    distribute: DistributeSpec = DistributeSpec()
+
+    _file: Path | None = PrivateAttr(default=None)
+    _sources: Any = PrivateAttr(default=None)
+
+    @property
+    def file(self) -> Path | None:
+        """The config file this was loaded from."""
+        return self._file
+
+    @property
+    def sources(self) -> Any:
+        """The ``SourceMap`` of the loaded YAML (where each value came from)."""
+        return self._sources
+
+    def run_name(self) -> str:
+        """``name:``, else the config file's stem."""
+        return self.name or (self._file.stem if self._file else "run")
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data: defaults filled in, rerunnable as is."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,148 @@
+"""The functional model's node graph, checked without TensorFlow.
+
+Each layer of a ``functional`` model names the node(s) it is called on in ``inputs:``
+(default: the previous layer). This module resolves those references, rejects unknown or
+duplicate names and cycles, and returns the layers in an order they can be called in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kexp.config.schema import ModelSpec, Node
+from kexp.errors import Problem
+
+__all__ = ["GraphNode", "Plan", "plan_graph"]
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """A layer of the graph: its key (its ``name``, or ``#i`` when unnamed), its position in
+    ``layers:`` and the keys of the nodes it is called on."""
+
+    key: str
+    index: int
+    inputs: tuple[str, ...]
+    node: Node
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Layers in call order, the model's input names and its output keys."""
+
+    order: tuple[GraphNode, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def plan_graph(spec: ModelSpec, base_layers: tuple[str, ...] = (),
+               base_inputs: tuple[str, ...] = (), base_outputs: tuple[str, ...] = (),
+               ) -> tuple[Plan | None, list[Problem]]:
+    """Resolve a functional spec's references. ``base_*`` describe a ``base:`` model.
+
+    Example:
+        ```yaml
+        inputs: [{name: title, shape: [10000]}, {name: tags, shape: [100]}]
+        layers:
+          - {type: Concatenate, name: concat, inputs: [title, tags]}
+          - {type: Dense, units: 1, name: priority}       # called on concat
+        outputs: [priority]
+        ```
+    """
+    problems: list[Problem] = []
+    input_names = tuple(i.name for i in spec.inputs or ()) or base_inputs
+    if not input_names:
+        problems.append(Problem("model.inputs", "a functional model needs `inputs:` "
+                                "(e.g. [{name: x, shape: [3]}]) or a `base:` model"))
+    layers = spec.layers or []
+    keys = [str(n.args.get("name") or f"#{i}") for i, n in enumerate(layers)]
+    known = set(input_names) | set(base_layers)
+    for i, key in enumerate(keys):
+        if key in known or key in keys[:i]:
+            problems.append(Problem(f"model.layers[{i}].name",
+                                    f"the name {key!r} is used twice; node names must be unique"))
+    known |= set(keys)
+
+    nodes = []
+    for i, node in enumerate(layers):
+        refs, where = _references(node, i, keys, input_names, base_outputs)
+        for ref in refs:
+            if ref not in known:
+                problems.append(Problem(
+                    f"model.layers[{i}].{where}",
+                    f"{ref!r} is not an input or a layer of this model "
+                    f"(known: {', '.join(sorted(k for k in known if not k.startswith('#')))})",
+                    suggestion=_close(ref, known),
+                ))
+        if not refs:
+            problems.append(Problem(
+                f"model.layers[{i}]",
+                f"say which node this layer is called on with `inputs:` "
+                f"(the model has inputs {list(input_names)})",
+            ))
+        nodes.append(GraphNode(keys[i], i, tuple(refs), node))
+
+    outputs = spec.outputs if spec.outputs is not None else (keys[-1:] or list(base_outputs))
+    outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    for out in outputs:
+        if out not in known:
+            problems.append(Problem("model.outputs", f"{out!r} is not a layer of this model",
+                                    suggestion=_close(out, known)))
+    if problems:
+        return None, problems
+    order, cycle = _topological(nodes)
+    if cycle:
+        return None, [Problem(f"model.layers[{cycle[0].index}].inputs",
+                              "the layers' `inputs:` form a cycle: "
+                              + " -> ".join(n.key for n in cycle))]
+    return Plan(tuple(order), tuple(input_names), outputs), []
+
+
+def _references(node: Node, i: int, keys: list[str], input_names: tuple[str, ...],
+                base_outputs: tuple[str, ...]) -> tuple[list[str], str]:
+    if node.inputs is not None:
+        return ([node.inputs] if isinstance(node.inputs, str) else list(node.inputs)), "inputs"
+    if i > 0:
+        return [keys[i - 1]], "inputs"
+    if base_outputs and len(base_outputs) == 1:
+        return [base_outputs[0]], "inputs"
+    return (list(input_names) if len(input_names) == 1 else []), "inputs"
+
+
+def _topological(nodes: list[GraphNode]) -> tuple[list[GraphNode], list[GraphNode]]:
+    """Nodes in an order where each comes after the nodes it reads; or the cycle found."""
+    by_key = {n.key: n for n in nodes}
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    order: list[GraphNode] = []
+    stack: list[GraphNode] = []
+
+    def visit(node: GraphNode) -> list[GraphNode]:
+        state[node.key] = 1
+        stack.append(node)
+        for ref in node.inputs:
+            child = by_key.get(ref)
+            if child is None or state.get(ref) == 2:
+                continue
+            if state.get(ref) == 1:
+                return stack[stack.index(child):] + [child]
+            cycle = visit(child)
+            if cycle:
+                return cycle
+        stack.pop()
+        state[node.key] = 2
+        order.append(node)
+        return []
+
+    for node in nodes:
+        if node.key not in state:
+            cycle = visit(node)
+            if cycle:
+                return [], cycle
+    return order, []
+
+
+def _close(name: str, known: set[str]) -> str:
+    import difflib
+
+    matches = difflib.get_close_matches(name, [k for k in known if not k.startswith("#")], n=1)
+    return repr(matches[0]) if matches else ""
