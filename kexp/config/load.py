@@ -209,7 +209,7 @@ def load_merged(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     for i, base in enumerate(bases):
         base_path = path.parent / base
         if not base_path.exists():
-            where = sources.where(("extends", i) if ("extends", i) in sources.marks else ("extends",))
+            where = sources.where(("extends", i))
             raise ConfigError(Problem(
                 "extends", f"the base config {base!r} does not exist (looked for {base_path})",
                 where,
@@ -330,4 +330,5 @@ def _no_such(path: PathT, node: Any) -> str:
         size = len(node) if isinstance(node, list) else 0
         return (f"the config has no {format_path(path)}: "
                 f"{format_path(path[:-1])} has {size} item(s)")
-    return f"the config has no {format_path(path)} ({format_path(path[:-1]) or 'it'} is not a mapping)"
+    parent = format_path(path[:-1]) or "the config"
+    return f"the config has no {format_path(path)} ({parent} is not a mapping)"

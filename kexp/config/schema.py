@@ -163,11 +163,15 @@ _OneOrList = Annotated[
     Discriminator(_shape_of),
 ]
 _Losses = Annotated[
-    Annotated[Component, Tag("~one")] | Annotated[list[Component], Tag("~list")] | Annotated[dict[str, Component], Tag("~map")],
+    Annotated[Component, Tag("~one")]
+    | Annotated[list[Component], Tag("~list")]
+    | Annotated[dict[str, Component], Tag("~map")],
     Discriminator(_shape_of),
 ]
 _Metrics = Annotated[
-    Annotated[Component, Tag("~one")] | Annotated[list[Component], Tag("~list")] | Annotated[dict[str, _OneOrList], Tag("~map")],
+    Annotated[Component, Tag("~one")]
+    | Annotated[list[Component], Tag("~list")]
+    | Annotated[dict[str, _OneOrList], Tag("~map")],
     Discriminator(_shape_of),
 ]
 _Weights = Annotated[

@@ -23,8 +23,15 @@ _COMPILE_METRIC_NAMES = ("accuracy", "acc", "crossentropy", "ce")
 def build_catalog() -> dict[str, Any]:
     """The catalog for the installed Keras, keyed by registry kind, then by name."""
     import keras
-    from keras.src import activations, constraints, initializers, losses, metrics, optimizers
-    from keras.src import regularizers
+    from keras.src import (
+        activations,
+        constraints,
+        initializers,
+        losses,
+        metrics,
+        optimizers,
+        regularizers,
+    )
 
     kinds = {
         "layers": ("keras.layers", keras.layers, keras.layers.Layer, None),
