@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # kexp modules that register built-ins. They must not import TensorFlow at import time.
-_BUILTIN_MODULES = ("kexp.data.datasets", "kexp.training.builtins")
+_BUILTIN_MODULES = ("kexp.data.datasets", "kexp.data.synthetic", "kexp.training.builtins")
 
 # Keyword arguments that every Keras layer accepts through ``**kwargs`` (keras.layers.Layer).
 _LAYER_BASE_KWARGS = (

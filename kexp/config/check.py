@@ -136,7 +136,7 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
     problems = [
         Problem(f"model.{spec.model_fields[f].alias or f}",
                 f"`{spec.model_fields[f].alias or f}` is not used by a {spec.kind} model")
-        for f in spec.model_fields_set - allowed - {"type"}
+        for f in (spec.model_fields_set & set(spec.model_fields)) - allowed - {"type"}
     ]
     if spec.kind != "class":
         problems += [Problem(f"model.{k}", f"unknown key {k!r} for a {spec.type} model")
@@ -181,7 +181,7 @@ def _check_per_output(value: Any, path: str, registry: Registry,
     if isinstance(value, Component):
         return check_component(value, (registry,))
     if isinstance(value, list):
-        return [p for c in value for p in check_component(c, (registry,))]
+        return [p for c in value for p in _check_per_output(c, path, registry, ())]
     problems = _check_output_keys(value, path, outputs) if outputs else []
     for item in value.values():
         problems += _check_per_output(item, path, registry, ())

@@ -170,7 +170,7 @@ _Losses = Annotated[
 ]
 _Metrics = Annotated[
     Annotated[Component, Tag("~one")]
-    | Annotated[list[Component], Tag("~list")]
+    | Annotated[list[_OneOrList], Tag("~list")]
     | Annotated[dict[str, _OneOrList], Tag("~map")],
     Discriminator(_shape_of),
 ]

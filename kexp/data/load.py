@@ -1,0 +1,35 @@
+"""From a config's ``data:`` section to the run's in-memory splits."""
+
+from __future__ import annotations
+
+from kexp.components import build
+from kexp.config.schema import Component, Config
+from kexp.data.splits import Splits, assemble
+from kexp.registry import DATASETS
+
+__all__ = ["load_data", "DATA_OPTIONS"]
+
+# Keys of ``data:`` that kexp handles itself; the rest are the dataset's own arguments.
+DATA_OPTIONS = ("batch_size", "validation_split", "validation", "test", "shuffle", "cache")
+
+
+def load_data(cfg: Config) -> Splits:
+    """Load the dataset and its ``validation:``/``test:`` datasets, and carve
+    ``validation_split`` out of train (seeded with the config's seed).
+
+    Raises:
+        DataError: a file that is missing, empty, ragged or not numeric.
+        ConfigError: a dataset argument its function refuses.
+    """
+    data = cfg.data
+    train = _load(data, cfg.seed, DATA_OPTIONS)
+    validation = _load(data.validation, cfg.seed) if data.validation else None
+    test = _load(data.test, cfg.seed) if data.test else None
+    return assemble(train, validation=validation, test=test,
+                    validation_split=data.validation_split, seed=cfg.seed)
+
+
+def _load(comp: Component, seed: int, skip: tuple[str, ...] = ()) -> Splits:
+    entry = DATASETS.get(comp.type)
+    runtime = {"seed": seed} if entry and "seed" in entry.params and "seed" not in comp.args else {}
+    return build(comp, DATASETS, skip=skip, **runtime)

@@ -1,0 +1,163 @@
+"""Building the Keras model a ``model:`` section describes.
+
+Three ways, as in the chapter, which mix freely: ``sequential`` (a list of layers),
+``functional`` (a graph of named nodes, optionally on top of a ``base:`` model, optionally
+built as a registered Model subclass with ``class:``), and a registered Model or Layer class
+with its keyword arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kexp.components import build
+from kexp.config.schema import ModelSpec
+from kexp.errors import ConfigError, Problem
+from kexp.models.base import BaseError, describe_base, load_base
+from kexp.models.graph import plan_graph
+from kexp.registry import LAYERS, MODELS
+
+__all__ = ["build_model", "Adaptation", "adapt_layers", "has_graph"]
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """A preprocessing layer marked ``adapt: true`` and the model tensor it reads (None: the
+    model's own input, for a sequential model)."""
+
+    layer: Any
+    source: Any
+
+
+def build_model(spec: ModelSpec) -> tuple[Any, list[Adaptation]]:
+    """The Keras model of ``spec`` and the layers to adapt on training data.
+
+    Raises:
+        ConfigError: located at the layer or key that Keras refused.
+    """
+    import keras
+
+    if spec.kind == "sequential":
+        return _sequential(spec, keras)
+    if spec.kind == "functional":
+        return _functional(spec, keras)
+    model = build(spec, MODELS, LAYERS, skip=("input_shape",),
+                  **({"name": spec.name} if spec.name else {}))
+    if not isinstance(model, keras.Model):
+        model = keras.Sequential([model], name=spec.name or f"{spec.type.lower()}_model")
+    if spec.input_shape is not None:
+        _call(model.build, "model.input_shape", (None, *spec.input_shape))
+    return model, []
+
+
+def has_graph(model: Any) -> bool:
+    """True for models with a layer graph (functional, built sequential): plot and
+    connectivity need one; a subclassed model has none."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional) or getattr(model, "_functional", None) is not None
+
+
+def _sequential(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
+    model = keras.Sequential(name=spec.name) if spec.name else keras.Sequential()
+    if spec.input_shape is not None:
+        model.add(keras.Input(shape=tuple(spec.input_shape)))
+    adapt = []
+    for node in spec.layers or []:
+        layer = build(node, LAYERS, MODELS)
+        _call(model.add, node.path, layer)
+        if node.adapt:
+            adapt.append(Adaptation(layer, None))
+    return model, adapt
+
+
+def _functional(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
+    tensors: dict[str, Any] = {}
+    base_args: tuple = ((), (), ())
+    inputs: dict[str, Any] = {}
+    if spec.base is not None:
+        base, info = _load_base(spec)
+        base_args = (info.layers, info.inputs, info.outputs)
+        if spec.trainable is False:
+            base.trainable = False
+        tensors.update({layer.name: layer.output for layer in base.layers})
+        inputs = {t.name: t for t in base.inputs} if not spec.inputs else {}
+        if len(base.inputs) != len(info.inputs):
+            inputs = dict(zip(info.inputs, base.inputs, strict=False))
+    for item in spec.inputs or []:
+        inputs[item.name] = keras.Input(shape=tuple(item.shape), name=item.name,
+                                        dtype=item.dtype)
+    tensors.update(inputs)
+    plan, problems = plan_graph(spec, *base_args)
+    if plan is None:
+        raise ConfigError(problems)
+    adapt = []
+    for graph_node in plan.order:
+        node = graph_node.node
+        layer = build(node, LAYERS, MODELS)
+        args = [tensors[ref] for ref in graph_node.inputs]
+        tensors[graph_node.key] = _call(layer, node.path, args[0] if len(args) == 1 else args)
+        if node.adapt:
+            adapt.append(Adaptation(layer, args[0] if len(args) == 1 else None))
+    model_inputs = list(inputs.values()) if len(inputs) > 1 else next(iter(inputs.values()))
+    if len(inputs) > 1:
+        model_inputs = inputs  # dict inputs: data keyed by input name feeds them
+    outputs = [tensors[key] for key in plan.outputs]
+    model_outputs = outputs if len(outputs) > 1 else outputs[0]
+    name = {"name": spec.name} if spec.name else {}
+    if spec.class_ is not None:
+        entry = MODELS.get(spec.class_)
+        cls = entry.load()
+        return _call(cls, "model.class", inputs=model_inputs, outputs=model_outputs,
+                     **name), adapt
+    return _call(keras.Model, "model", inputs=model_inputs, outputs=model_outputs,
+                 **name), adapt
+
+
+def _load_base(spec: ModelSpec) -> tuple[Any, Any]:
+    try:
+        info = describe_base(spec.base, spec.checkpoint)
+        if info.run_dir is not None:
+            _import_run_plugins(info.run_dir)
+        return load_base(info), info
+    except BaseError as exc:
+        raise ConfigError(Problem("model.base", str(exc))) from None
+
+
+def _import_run_plugins(run_dir: Any) -> None:
+    """A base taken from a run directory brings the plugins that run used."""
+    from kexp.plugins import import_plugin
+    from kexp.runs import read_run_plugins
+
+    for plugin in read_run_plugins(run_dir):
+        import_plugin(plugin)
+
+
+def _call(fn: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+    """Call into Keras; a refusal becomes a config error at ``path``."""
+    try:
+        return fn(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        text = str(exc).strip().splitlines()
+        raise ConfigError(Problem(path, text[0] if text else type(exc).__name__)) from None
+
+
+def adapt_layers(model: Any, adaptations: list[Adaptation], features: Any) -> None:
+    """Adapt preprocessing layers (``adapt: true``) on the training features."""
+    import keras
+
+    inputs = {id(t): name for name, t in zip(_input_names(model), model.inputs, strict=False)}
+    for item in adaptations:
+        if item.source is None:
+            data = features
+        elif id(item.source) in inputs and isinstance(features, dict):
+            data = features[inputs[id(item.source)]]
+        else:
+            data = keras.Model(model.inputs, item.source).predict(features, verbose=0)
+        item.layer.adapt(data)
+
+
+
+def _input_names(model: Any) -> list[str]:
+    return [getattr(t, "name", "").split(":")[0] for t in model.inputs]

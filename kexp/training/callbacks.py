@@ -1,0 +1,289 @@
+"""The callbacks of a run: the user's (by name, from the config) and the ones every run gets
+(history CSV, TensorBoard logs, last/best checkpoints, progress display, a non-finite loss
+guard). Both training loops drive the same list through Keras's ``CallbackList``.
+
+kexp's own callbacks are written for chunked batch hooks (Keras's ``steps_per_execution``
+contract), so they never force per-batch execution.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from kexp.components import build
+from kexp.config.schema import Component
+from kexp.registry import CALLBACKS
+from kexp.runs import Run, atomic_path, atomic_write
+
+__all__ = [
+    "build_user_callbacks",
+    "needs_every_batch",
+    "HistoryCSV",
+    "RunCheckpoints",
+    "Progress",
+    "NonFiniteGuard",
+    "RunRecorder",
+    "resolve_monitor",
+    "read_history",
+]
+
+# Callback arguments that name files: relative values resolve inside the run directory.
+_PATH_ARGS = ("filepath", "filename", "log_dir", "file", "path", "backup_dir")
+
+
+def build_user_callbacks(specs: list[Component], run_dir: Path) -> list[keras.callbacks.Callback]:
+    """Build the config's ``train.callbacks``; relative file arguments land in the run
+    directory, so ``ModelCheckpoint(filepath: checkpoint_path.keras)`` works unchanged."""
+    callbacks = []
+    for spec in specs:
+        args = dict(spec.args)
+        for key, value in args.items():
+            if _is_path_arg(key) and isinstance(value, str) and not Path(value).is_absolute():
+                target = run_dir / value
+                target.parent.mkdir(parents=True, exist_ok=True)
+                args[key] = str(target)
+        resolved = spec.model_copy(update=args)
+        resolved.locate(spec.path, spec.where)
+        callbacks.append(build(resolved, CALLBACKS))
+    return callbacks
+
+
+def _is_path_arg(key: str) -> bool:
+    return key in _PATH_ARGS or key.endswith(("_path", "_file", "_dir"))
+
+
+def needs_every_batch(callbacks: list[keras.callbacks.Callback]) -> bool:
+    """True when a callback outside Keras and kexp overrides a batch hook: it wants to see
+    every batch (e.g. the chapter's per-batch loss plotter), so batches run one per call."""
+    hooks = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
+    for callback in callbacks:
+        for hook in hooks:
+            if hook in vars(callback):
+                return True
+            owner = next(c for c in type(callback).__mro__ if hook in vars(c))
+            if not owner.__module__.startswith(("keras.", "kexp.training.")):
+                return True
+    return False
+
+
+def resolve_monitor(monitor: str, has_validation: bool) -> str:
+    """``val_loss`` monitors ``loss`` when the run has no validation data."""
+    if not has_validation and monitor.startswith("val_"):
+        return monitor[len("val_"):]
+    return monitor
+
+
+def _current_lr(model: Any) -> float | None:
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return None
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _finite(logs: dict[str, Any] | None, key: str = "loss") -> bool:
+    value = (logs or {}).get(key)
+    return value is None or math.isfinite(float(value))
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """``history.csv``: one row per epoch (0-based ``epoch`` column, as Keras's ``CSVLogger``
+    writes it), every metric, and the learning rate. The whole file is rewritten atomically
+    each epoch, so a crash never leaves half a row; rows from an earlier part of a resumed run
+    are kept and rows of epochs being redone are dropped."""
+
+    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None):
+        super().__init__()
+        self.path = path
+        self.rows = list(rows or [])
+
+    def on_train_begin(self, logs=None):
+        start = self.params.get("initial_epoch", 0) if self.params else 0
+        self.rows = [r for r in self.rows if int(r["epoch"]) < start]
+
+    def on_epoch_end(self, epoch, logs=None):
+        row: dict[str, Any] = {"epoch": epoch, **{k: _number(v) for k, v in (logs or {}).items()}}
+        if "learning_rate" not in row:
+            lr = _current_lr(self.model)
+            if lr is not None:
+                row["learning_rate"] = lr
+        self.rows = [r for r in self.rows if int(r["epoch"]) != epoch] + [row]
+        atomic_write(self.path, _to_csv(self.rows))
+
+
+def _number(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _to_csv(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``history.csv`` (numbers as floats, ``epoch`` as int)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        parsed: dict[str, Any] = {k: _number(v) for k, v in row.items() if v != ""}
+        parsed["epoch"] = int(float(row["epoch"]))
+        out.append(parsed)
+    return out
+
+
+class RunCheckpoints(keras.callbacks.Callback):
+    """``checkpoints/last.keras`` after every epoch and ``checkpoints/best.keras`` when the
+    monitored metric improves; both written atomically, neither from non-finite weights.
+    ``best`` is the best value so far (restored on resume, so a restart never replaces the
+    best model with a worse one)."""
+
+    def __init__(self, run: Run, monitor: str, mode: str = "auto",
+                 best: float | None = None):
+        super().__init__()
+        self.run = run
+        self.monitor = monitor
+        self.mode = mode if mode != "auto" else ("max" if _higher_is_better(monitor) else "min")
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not _finite(logs) or not _weights_finite(self.model):
+            return
+        save_model(self.model, self.run.file("checkpoints/last.keras"))
+        value = logs.get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        value = float(value)
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = value
+            save_model(self.model, self.run.file("checkpoints/best.keras"))
+
+
+def _higher_is_better(monitor: str) -> bool:
+    name = monitor.removeprefix("val_")
+    return any(k in name for k in ("acc", "auc", "precision", "recall", "f1"))
+
+
+def _weights_finite(model: Any) -> bool:
+    import numpy as np
+
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+
+
+def save_model(model: Any, path: Path) -> None:
+    """``model.save`` to a temporary file beside ``path``, then an atomic rename."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops training at the first NaN or Inf loss and remembers why (the engine marks the
+    run failed; the last checkpoint, saved from finite weights, is kept)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reason: str | None = None
+
+    def _check(self, logs: dict[str, Any] | None, where: str) -> None:
+        for key, value in (logs or {}).items():
+            if "loss" in key and value is not None and not math.isfinite(float(value)):
+                self.reason = f"{key} became {float(value)} {where}"
+                self.model.stop_training = True
+                return
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.reason is None:
+            self._check(logs, f"at batch {batch} of epoch {self._epoch}")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.reason is None:
+            self._check(logs, f"in epoch {epoch}")
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Keeps ``run.json`` current: epochs completed and the latest metrics."""
+
+    def __init__(self, run: Run):
+        super().__init__()
+        self.run = run
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.run.update(epochs_completed=epoch + 1,
+                        last_metrics={k: _number(v) for k, v in (logs or {}).items()})
+
+
+class Progress(keras.callbacks.Callback):
+    """A Rich progress display: a live bar within each epoch on a terminal, and one line per
+    epoch with every metric (the only output when not on a terminal, e.g. in CI)."""
+
+    def __init__(self, epochs: int, steps: int | None, stream: Any = None):
+        super().__init__()
+        from rich.console import Console
+
+        self.console = Console(file=stream or sys.stderr, highlight=False)
+        self.epochs, self.steps = epochs, steps
+        self.live = self.console.is_terminal
+        self._progress = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._progress = Progress(TextColumn(f"epoch {epoch + 1}/{self.epochs}"),
+                                      BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[loss]}"),
+                                      console=self.console, transient=True)
+            self._task = self._progress.add_task("train", total=self.steps, loss="")
+            self._progress.start()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._progress is not None:
+            loss = (logs or {}).get("loss")
+            self._progress.update(self._task, completed=batch + 1,
+                                  loss=f"loss {float(loss):.4f}" if loss is not None else "")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        metrics = "  ".join(f"{k} {_fmt(v)}" for k, v in (logs or {}).items())
+        seconds = time.perf_counter() - self._start
+        self.console.print(f"epoch {epoch + 1}/{self.epochs}  {metrics}  ({seconds:.1f}s)",
+                           soft_wrap=True)
+
+    def on_train_end(self, logs=None):
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
