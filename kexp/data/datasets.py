@@ -1,0 +1,221 @@
+"""kexp's built-in datasets, registered with ``kexp.registry.DATASETS``.
+
+Each dataset is a function whose keyword-only arguments are its config keys and which returns
+``kexp.data.splits.Splits``. ``kexp validate`` imports this module to list the built-ins, so
+it imports nothing heavy (NumPy, scikit-learn, Keras) until a dataset is loaded. Relative
+``path`` values arrive already resolved against the config file; ``seed`` is the run's seed.
+
+```yaml
+data: {type: digits}
+data: {type: synthetic_tickets, num_samples: 1280}
+data: {type: mnist, flatten: true}                 # path: mnist.npz for an offline copy
+data: {type: npz, path: data/train.npz, features: x, targets: y}
+data: {type: csv, path: cars.csv, features: [cylinders, weight], targets: mpg}
+```
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kexp.registry import DATASETS
+
+if TYPE_CHECKING:
+    from kexp.data.splits import Splits
+
+__all__ = [
+    "digits", "synthetic_tickets", "mnist", "fashion_mnist", "cifar10", "imdb", "npz", "csv",
+]
+
+
+@DATASETS.register("digits")
+def digits(*, flatten: bool = True, normalize: bool = True) -> Splits:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with scikit-learn).
+
+    Args:
+        flatten: rows of 64 pixels; false keeps ``(8, 8)`` images.
+        normalize: scale pixels from 0..16 to [0, 1].
+
+    Returns:
+        A train split only (take validation data with ``validation_split``): x float32, y
+        int64 labels 0..9.
+    """
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from kexp.data.splits import Split, Splits
+
+    bunch = load_digits()
+    x = (bunch.data if flatten else bunch.images).astype(np.float32)
+    if normalize:
+        x /= 16.0
+    return Splits(train=Split(x, bunch.target.astype(np.int64), "digits (scikit-learn)"))
+
+
+@DATASETS.register("synthetic_tickets")
+def synthetic_tickets(
+    *,
+    num_samples: int = 1280,
+    vocabulary_size: int = 10000,
+    num_tags: int = 100,
+    num_departments: int = 4,
+    seed: int = 0,
+) -> Splits:
+    """The chapter's random customer-support tickets (Listing 7.10), seeded.
+
+    Returns:
+        A train split with inputs ``title`` and ``text_body`` (binary bag-of-words,
+        ``(n, vocabulary_size)``), ``tags`` (binary, ``(n, num_tags)``), and targets
+        ``priority`` (uniform in [0, 1], ``(n, 1)``) and ``department`` (one-hot,
+        ``(n, num_departments)``), all float32.
+    """
+    import numpy as np
+
+    from kexp.data.splits import Split, Splits
+
+    rng = np.random.default_rng(seed)
+
+    def binary(width: int) -> np.ndarray:
+        return rng.integers(0, 2, size=(num_samples, width)).astype(np.float32)
+
+    x = {"title": binary(vocabulary_size), "text_body": binary(vocabulary_size),
+         "tags": binary(num_tags)}
+    y = {
+        "priority": rng.random((num_samples, 1), dtype=np.float32),
+        "department": np.eye(num_departments, dtype=np.float32)[
+            rng.integers(0, num_departments, size=num_samples)],
+    }
+    return Splits(train=Split(x, y, f"synthetic_tickets (seed {seed})"))
+
+
+def _image_dataset(name: str, path: str | None, flatten: bool, normalize: bool) -> Splits:
+    from kexp.data.keras_datasets import images_to_splits, load_keras_dataset
+
+    data = load_keras_dataset(name, path)
+    return images_to_splits(data, flatten=flatten, normalize=normalize, source=path or name)
+
+
+@DATASETS.register("mnist")
+def mnist(*, path: str | None = None, flatten: bool = False, normalize: bool = True) -> Splits:
+    """MNIST digits, 60,000 train and 10,000 test 28x28 images (Keras's ``mnist.npz``).
+
+    Args:
+        path: a local ``mnist.npz``; without it, Keras's cache or a download (see
+            ``kexp.data.keras_datasets``).
+        flatten: rows of 784 pixels instead of ``(28, 28)`` images.
+        normalize: scale pixels from 0..255 to [0, 1].
+    """
+    return _image_dataset("mnist", path, flatten, normalize)
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(*, path: str | None = None, flatten: bool = False,
+                  normalize: bool = True) -> Splits:
+    """Fashion-MNIST, 60,000 train and 10,000 test 28x28 images of clothes.
+
+    Args:
+        path: a directory holding Keras's four ``*-idx*-ubyte.gz`` files.
+        flatten: rows of 784 pixels instead of ``(28, 28)`` images.
+        normalize: scale pixels from 0..255 to [0, 1].
+    """
+    return _image_dataset("fashion_mnist", path, flatten, normalize)
+
+
+@DATASETS.register("cifar10")
+def cifar10(*, path: str | None = None, flatten: bool = False, normalize: bool = True) -> Splits:
+    """CIFAR-10, 50,000 train and 10,000 test 32x32 colour images, labels ``(n, 1)``.
+
+    Args:
+        path: ``cifar-10-python.tar.gz`` or the ``cifar-10-batches-py`` directory.
+        flatten: rows of 3,072 values instead of ``(32, 32, 3)`` images.
+        normalize: scale pixels from 0..255 to [0, 1].
+    """
+    return _image_dataset("cifar10", path, flatten, normalize)
+
+
+@DATASETS.register("imdb")
+def imdb(
+    *,
+    path: str | None = None,
+    num_words: int | None = 10000,
+    mode: str = "multi_hot",
+    maxlen: int | None = None,
+) -> Splits:
+    """IMDB movie reviews (25,000 train, 25,000 test), labels 1 positive / 0 negative.
+
+    Words are indexed as ``keras.datasets.imdb.load_data()`` does (1 starts a review, 2 is a
+    word outside the ``num_words`` most frequent, real words from 3).
+
+    Args:
+        path: a local ``imdb.npz``.
+        num_words: keep the most frequent words; others become 2.
+        mode: ``multi_hot``: float32 ``(n, num_words)`` vectors, 1 where a word occurs (about
+            1 GB per split at 10,000 words); ``sequences``: int32 word ids ``(n, maxlen)``
+            for an ``Embedding`` layer.
+        maxlen: ``sequences`` only: keep the last ``maxlen`` ids, zero-pad shorter reviews in
+            front (``keras.utils.pad_sequences``; Keras's loader drops longer reviews
+            instead). Default: the longest review.
+    """
+    from kexp.data.keras_datasets import imdb_to_splits, load_keras_dataset
+
+    data = load_keras_dataset("imdb", path)
+    return imdb_to_splits(data, num_words=num_words, maxlen=maxlen, mode=mode,
+                          source=path or "imdb")
+
+
+@DATASETS.register("npz")
+def npz(*, path: str, features: Any, targets: Any = None) -> Splits:
+    """Arrays of an ``.npz`` file (``np.savez``).
+
+    Args:
+        path: the file.
+        features: an array name, a list of names (x keyed by them: the model inputs of those
+            names), or a mapping ``{input_name: array_name}``.
+        targets: the same for targets; none for data to predict on.
+
+    ```yaml
+    data: {type: npz, path: tickets.npz, features: [title, text_body, tags],
+           targets: {priority: y_priority, department: y_department}}
+    ```
+    """
+    from kexp.data.files import load_npz
+    from kexp.data.splits import Splits
+
+    return Splits(train=load_npz(path, features, targets))
+
+
+@DATASETS.register("csv")
+def csv(
+    *,
+    path: str,
+    features: Any = None,
+    targets: Any = None,
+    delimiter: str | None = ",",
+    header: bool = True,
+    drop_missing: bool = False,
+) -> Splits:
+    """Numeric columns of a delimited text file (see ``kexp.data.files.load_csv``).
+
+    Args:
+        path: the file.
+        features: a column, a list of columns (x keyed by them), or a mapping
+            ``{input_name: column or [columns]}``. Default: every numeric column that is not a
+            target, as one ``(n, k)`` array.
+        targets: a column, a list, or a mapping, as for features.
+        delimiter: the separator; ``null`` or ``" "`` for any run of whitespace.
+        header: the first row names the columns; otherwise they are named ``0``, ``1``, ...
+        drop_missing: skip rows with a missing cell (empty, ``?``, ``NA``) in a used column
+            instead of failing.
+
+    ```yaml
+    # x: the 7 numeric columns as one (n, 7) array; car names are text, left out
+    data: {type: csv, path: auto-mpg.data, delimiter: null, targets: mpg, drop_missing: true}
+    # x: {engine: (n, 2), origin: (n, 1)} for a model with inputs `engine` and `origin`
+    data: {type: csv, path: auto-mpg.data, delimiter: null, targets: mpg,
+           features: {engine: [cylinders, displacement], origin: origin}}
+    ```
+    """
+    from kexp.data.files import load_csv
+    from kexp.data.splits import Splits
+
+    return Splits(train=load_csv(path, features, targets, delimiter, header, drop_missing))

@@ -1,0 +1,136 @@
+"""Named splits of in-memory data, and how the train / validation / test splits of a run
+are put together.
+
+A dataset component returns ``Splits``; each ``Split`` holds features ``x`` and targets ``y``
+as NumPy arrays, or as mappings of arrays keyed by model input / output names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Union
+
+from kexp.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # NumPy is imported lazily: built-in dataset modules import this one
+    import numpy as np
+
+__all__ = ["Arrays", "Split", "Splits", "assemble", "num_samples", "take"]
+
+Arrays = Union["np.ndarray", "dict[str, np.ndarray]"]
+
+
+@dataclass
+class Split:
+    """Features and targets of one split.
+
+    Attributes:
+        x: one array, or arrays keyed by model input name.
+        y: one array, arrays keyed by model output name, or None (data to predict on).
+        source: what the data came from, for messages (``"data/train.npz"``).
+    """
+
+    x: Arrays
+    y: Arrays | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return num_samples(self.x)
+
+
+@dataclass
+class Splits:
+    """The splits a dataset yields: always ``train``, optionally ``validation`` and ``test``."""
+
+    train: Split
+    validation: Split | None = None
+    test: Split | None = None
+
+
+def num_samples(arrays: Arrays) -> int:
+    """Number of samples (length of the first axis) of an array or a mapping of arrays."""
+    if isinstance(arrays, dict):
+        first = next(iter(arrays.values()), None)
+        return 0 if first is None else len(first)
+    return len(arrays)
+
+
+def take(split: Split, indices: np.ndarray, source: str | None = None) -> Split:
+    """The samples of ``split`` at ``indices`` (every array of x and y alike)."""
+
+    def pick(arrays: Arrays | None) -> Arrays | None:
+        if arrays is None:
+            return None
+        if isinstance(arrays, dict):
+            return {name: array[indices] for name, array in arrays.items()}
+        return arrays[indices]
+
+    return Split(pick(split.x), pick(split.y), split.source if source is None else source)
+
+
+def assemble(
+    train: Splits,
+    *,
+    validation: Splits | None = None,
+    test: Splits | None = None,
+    validation_split: float | None = None,
+    seed: int = 0,
+) -> Splits:
+    """The train / validation / test splits of a run, from ``data:`` and its ``validation:``
+    and ``test:`` datasets.
+
+    - ``validation:`` given: that dataset's own ``validation`` split if it has one, else its
+      ``train`` split. ``test:`` given: its own ``test`` split if it has one, else its
+      ``train`` split.
+    - ``validation_split`` given: that fraction of train becomes the validation split, chosen
+      by a permutation seeded with ``seed`` (unlike Keras, which takes the last samples, so
+      sorted files do not give a validation set of one class). Both parts keep file order.
+    - Otherwise the main dataset's own validation / test splits are kept.
+
+    ```yaml
+    data: {type: digits, validation_split: 0.2}
+    data: {type: npz, path: train.npz, features: x, targets: y,
+           validation: {type: npz, path: val.npz, features: x, targets: y}}
+    ```
+
+    Raises:
+        ConfigError: both ``validation`` and ``validation_split`` are given.
+        DataError: the split leaves train or validation empty.
+    """
+    if validation is not None and validation_split:
+        raise ConfigError(
+            "data: give either `validation:` (a dataset) or `validation_split:` (a fraction "
+            "of train), not both."
+        )
+    result = replace(train)
+    if validation is not None:
+        result.validation = validation.validation or validation.train
+    elif validation_split:
+        result.train, result.validation = _carve(train.train, validation_split, seed)
+    if test is not None:
+        result.test = test.test or test.train
+    return result
+
+
+def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    n = len(split)
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(
+            f"data.validation_split: expected a fraction between 0 and 1 (exclusive); "
+            f"received {fraction!r}."
+        )
+    import numpy as np
+
+    n_val = int(round(n * fraction))
+    if n_val == 0 or n_val == n:
+        raise DataError(
+            f"{split.source or 'the training data'}: validation_split={fraction:g} of {n} "
+            f"samples leaves {'no validation' if n_val == 0 else 'no training'} samples."
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    source = split.source or "the training data"
+    return (
+        take(split, train_idx, f"{source} (train part)"),
+        take(split, val_idx, f"{source} (validation_split {fraction:g})"),
+    )
