@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kexp.config.check import check_config
 from kexp.config.errors import problems_from_validation
@@ -44,7 +44,8 @@ def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
     try:
         cfg = Config.model_validate(loaded.data)
     except ValidationError as exc:
-        raise ConfigError(problems_from_validation(exc, loaded.sources)) from None
+        problems = problems_from_validation(exc, loaded.sources)
+        raise ConfigError(problems + _check_valid_sections(loaded, problems)) from None
     cfg._file = loaded.path
     cfg._sources = loaded.sources
     _locate_components(cfg, (), loaded.sources)
@@ -52,6 +53,24 @@ def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _check_valid_sections(loaded: Loaded, problems: list[Problem]) -> list[Problem]:
+    """Registry checks of the sections that passed the schema, so that a file's schema
+    errors and name errors are reported together."""
+    bad = {p.path.split(".")[0].split("[")[0] for p in problems}
+    sections = {}
+    for name, field in Config.model_fields.items():
+        if name in bad or name not in loaded.data:
+            continue
+        try:
+            sections[name] = TypeAdapter(field.annotation).validate_python(loaded.data[name])
+        except ValidationError:
+            return []
+    partial = Config.model_construct(**sections)
+    partial._sources = loaded.sources
+    _locate_components(partial, (), loaded.sources)
+    return check_config(partial, set(sections))
 
 
 def _import_plugins(loaded: Loaded) -> None:
@@ -77,7 +96,7 @@ def _locate_components(value: Any, path: tuple, sources: SourceMap) -> None:
         value.locate(format_path(path), sources.where(path))
     if isinstance(value, BaseModel):
         for name, field in type(value).model_fields.items():
-            _locate_components(getattr(value, name), (*path, field.alias or name), sources)
+            _locate_components(getattr(value, name, None), (*path, field.alias or name), sources)
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _locate_components(item, (*path, i), sources)

@@ -30,23 +30,31 @@ __all__ = ["check_config", "check_component", "model_output_names"]
 _DATA_OPTIONS = ("batch_size", "validation_split", "validation", "test", "shuffle", "cache")
 
 
-def check_config(cfg: Config) -> list[Problem]:
-    """Every problem the registry and the model graph can find, before anything is built."""
-    problems = check_component(cfg.data, (DATASETS,), skip=_DATA_OPTIONS)
-    for split in ("validation", "test"):
-        spec = getattr(cfg.data, split)
-        if spec is not None:
-            problems += check_component(spec, (DATASETS,))
-    problems += _check_model(cfg.model)
-    problems += check_component(cfg.compile.optimizer, (OPTIMIZERS,))
-    outputs = model_output_names(cfg.model)
-    problems += _check_per_output(cfg.compile.loss, "compile.loss", LOSSES, outputs)
-    problems += _check_per_output(cfg.compile.metrics, "compile.metrics", METRICS, outputs)
-    if isinstance(cfg.compile.loss_weights, dict) and outputs:
-        problems += _check_output_keys(cfg.compile.loss_weights, "compile.loss_weights", outputs)
-    for callback in cfg.train.callbacks:
-        problems += check_component(callback, (CALLBACKS,))
-    if cfg.distribute.strategy == "multi_worker" and cfg.train.loop == "fit":
+def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]:
+    """Every problem the registry and the model graph can find, before anything is built.
+
+    ``sections`` limits the checks to the top-level sections that passed the schema (the
+    others already have their errors), so that all errors of a file are reported together.
+    """
+    sections = set(type(cfg).model_fields) if sections is None else sections
+    problems: list[Problem] = []
+    if "data" in sections:
+        problems += check_component(cfg.data, (DATASETS,), skip=_DATA_OPTIONS)
+        for split in ("validation", "test"):
+            spec = getattr(cfg.data, split)
+            if spec is not None:
+                problems += check_component(spec, (DATASETS,))
+    outputs: tuple[str, ...] = ()
+    if "model" in sections:
+        problems += _check_model(cfg.model)
+        outputs = model_output_names(cfg.model)
+    if "compile" in sections:
+        problems += _check_compile(cfg, outputs)
+    if "train" in sections:
+        for callback in cfg.train.callbacks:
+            problems += check_component(callback, (CALLBACKS,))
+    if {"train", "distribute"} <= sections and cfg.distribute.strategy == "multi_worker" \
+            and cfg.train.loop == "fit":
         problems.append(Problem(
             "train.loop",
             "multi_worker training needs `train.loop: custom`: Keras 3's model.fit fails under "
@@ -54,6 +62,15 @@ def check_config(cfg: Config) -> list[Problem]:
             "(PerReplica...)'); kexp's custom loop runs it with strategy.run",
         ))
     return [_locate(p, cfg) for p in problems]
+
+
+def _check_compile(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:
+    problems = check_component(cfg.compile.optimizer, (OPTIMIZERS,))
+    problems += _check_per_output(cfg.compile.loss, "compile.loss", LOSSES, outputs)
+    problems += _check_per_output(cfg.compile.metrics, "compile.metrics", METRICS, outputs)
+    if isinstance(cfg.compile.loss_weights, dict) and outputs:
+        problems += _check_output_keys(cfg.compile.loss_weights, "compile.loss_weights", outputs)
+    return problems
 
 
 def _locate(problem: Problem, cfg: Config) -> Problem:
@@ -134,9 +151,9 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
         "class": {"name", "input_shape"},
     }[spec.kind]
     problems = [
-        Problem(f"model.{spec.model_fields[f].alias or f}",
-                f"`{spec.model_fields[f].alias or f}` is not used by a {spec.kind} model")
-        for f in (spec.model_fields_set & set(spec.model_fields)) - allowed - {"type"}
+        Problem(f"model.{type(spec).model_fields[f].alias or f}",
+                f"`{type(spec).model_fields[f].alias or f}` is not used by a {spec.kind} model")
+        for f in (spec.model_fields_set & set(type(spec).model_fields)) - allowed - {"type"}
     ]
     if spec.kind != "class":
         problems += [Problem(f"model.{k}", f"unknown key {k!r} for a {spec.type} model")
@@ -169,8 +186,12 @@ def _check_graph(spec: ModelSpec) -> list[Problem]:
 
 def model_output_names(spec: ModelSpec) -> tuple[str, ...]:
     """Output names a functional config declares (empty when only the built model knows)."""
-    if spec.kind != "functional" or spec.outputs is None:
+    if spec.kind != "functional":
         return ()
+    if spec.outputs is None:
+        last = (spec.layers or [None])[-1]
+        name = last.args.get("name") if last is not None else None
+        return (str(name),) if name and spec.base is None else ()
     return (spec.outputs,) if isinstance(spec.outputs, str) else tuple(spec.outputs)
 
 

@@ -97,7 +97,7 @@ def parse_path(text: str) -> PathT:
             parts.append(name)
         elif index is not None:
             parts.append(int(index))
-    if not parts or text.startswith((".", "[")) or text.endswith("."):
+    if not parts or text.startswith((".", "[")) or text.endswith(".") or ".." in text:
         raise ValueError(f"cannot read {text!r} as a config path")
     return tuple(parts)
 
