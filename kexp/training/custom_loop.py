@@ -1,0 +1,370 @@
+"""kexp's own training loop: the chapter's ``GradientTape`` loop with ``model.fit``'s contract.
+
+``fit_custom(model, dataset, epochs=...)`` trains a compiled model the way Listings 7.21-7.25
+of the book do it by hand -- forward pass under ``tf.GradientTape`` with ``training=True``,
+gradients of ``model.trainable_weights``, ``optimizer.apply_gradients``, metric
+``update_state`` -- and returns the same ``History`` as ``model.fit``: the loss and metrics
+are the model's own compiled ones (``model.compute_loss`` / ``model.compute_metrics`` and the
+model's ``loss`` tracker), so ``history.history`` has the same keys and, for the same seed,
+the same values as ``fit``. Callbacks are driven through ``keras.callbacks.CallbackList``
+exactly as ``fit`` drives them.
+
+Compile modes (``train.compile_mode``):
+
+- ``eager``: no ``tf.function`` at all, for stepping through a model in a debugger.
+- ``step``: each train / test step is one ``tf.function`` (traced once, with an input
+  signature whose batch dimension is ``None``, so the last partial batch does not retrace);
+  batches are pulled from the dataset in Python.
+- ``epoch`` (default): the whole epoch -- iteration over the dataset included, as in
+  Listing 7.25 -- is one ``tf.function`` looping over the iterator with ``tf.while_loop``;
+  metric results are read once, when the call returns. Traced once per run.
+
+Batch-level callback hooks follow Keras's own contract for ``steps_per_execution``: they are
+called once per executed chunk of batches, ``on_*_batch_begin`` with the chunk's first batch
+index and ``on_*_batch_end`` with its last one and the running logs. In ``eager`` and
+``step`` mode a chunk is one batch. In ``epoch`` mode a chunk is the whole epoch, unless a
+callback that is not part of Keras overrides a batch hook (``on_batch_*``,
+``on_train_batch_*``, ``on_test_batch_*``, including ones set on the instance as
+``LambdaCallback`` does): then the compiled function runs one batch per call, so a per-batch
+loss plotter sees every batch. Keras's built-in callbacks are written for chunked calls
+(``fit`` with ``steps_per_execution``), so they alone never force per-batch calls: the
+progress bar then moves once per epoch, ``ModelCheckpoint(save_freq=N)`` and
+``TensorBoard(update_freq=N)`` see one batch-end per epoch, and ``TerminateOnNaN`` sees the
+epoch's running mean loss. A NaN or Inf in any batch makes that mean NaN, so
+``TerminateOnNaN`` still stops training -- at the end of the epoch instead of after the bad
+batch; ``on_epoch_end`` runs with the NaN loss either way, as in ``fit``.
+
+The epoch logs contain ``learning_rate`` exactly when ``fit``'s do: Keras 3.15's ``fit`` does
+not add it itself; ``ReduceLROnPlateau``, ``LearningRateScheduler`` and ``TensorBoard`` add
+it to the logs they receive, and they receive the same logs here.
+
+When the number of batches is unknown (a dataset of unknown cardinality and no
+``steps_per_epoch``), the final per-batch call finds no data: its ``on_*_batch_begin`` has
+no matching end, as in ``fit``.
+
+The train and test steps are plain module-level functions of ``(model, data)`` so that a
+distribution strategy can later wrap them in ``strategy.run``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+__all__ = ["COMPILE_MODES", "fit_custom"]
+
+COMPILE_MODES = ("eager", "step", "epoch")
+
+# Hooks that, when a non-Keras callback overrides them, make `epoch` mode run one batch per
+# call. `Callback.on_train_batch_*` forwards to `on_batch_*`, so those count for training.
+_TRAIN_BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
+                      "on_train_batch_end")
+_TEST_BATCH_HOOKS = ("on_test_batch_begin", "on_test_batch_end")
+
+# "Run until the iterator is exhausted" for the compiled epoch function.
+_ALL_STEPS = 2**31 - 1
+
+Logs = dict[str, Any]
+Hook = Callable[..., None]
+
+
+def fit_custom(
+    model: keras.Model,
+    x: tf.data.Dataset,
+    *,
+    epochs: int,
+    initial_epoch: int = 0,
+    steps_per_epoch: int | None = None,
+    validation_data: tf.data.Dataset | None = None,
+    validation_steps: int | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    compile_mode: str = "epoch",
+    verbose: int = 0,
+) -> keras.callbacks.History:
+    """Trains a compiled model with kexp's ``GradientTape`` loop; a drop-in for ``model.fit``.
+
+    Args:
+        model: A model compiled with ``model.compile(optimizer, loss, loss_weights,
+            metrics)``, exactly as for ``fit``.
+        x: A dataset of ``(inputs, targets)`` or ``(inputs, targets, sample_weights)``
+            batches; inputs and targets may be dicts keyed by input / output name.
+        epochs: Index of the last epoch (exclusive), as in ``fit``.
+        initial_epoch: Epoch to start from (for resuming).
+        steps_per_epoch: Batches per epoch. When given, ``x`` must cover all remaining
+            epochs: one iterator is created for the whole run. When ``None``, ``x`` is
+            iterated fully once per epoch.
+        validation_data: A finite dataset evaluated at the end of every epoch; its logs
+            are prefixed ``val_``.
+        validation_steps: Batches of ``validation_data`` per evaluation (default: all).
+        callbacks: Keras callbacks; a ``History`` (and, with ``verbose``, a progress bar)
+            is added as ``fit`` adds them.
+        compile_mode: ``"eager"``, ``"step"`` or ``"epoch"`` (see the module docstring).
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns:
+        The ``History`` callback, as ``model.fit`` returns it.
+
+    Raises:
+        ValueError: For an unknown ``compile_mode`` or an uncompiled model.
+
+    Example:
+        ```python
+        model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        history = fit_custom(model, train_ds, epochs=3, validation_data=val_ds)
+        ```
+    """
+    import keras
+
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(
+            f"Unknown compile_mode: expected one of {', '.join(COMPILE_MODES)}. "
+            f"Received: compile_mode={compile_mode!r}"
+        )
+    if not model.compiled:
+        raise ValueError("fit_custom() needs a compiled model: call model.compile() first.")
+    _build(model, x)
+
+    steps = steps_per_epoch or _known_cardinality(x)
+    if not isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = keras.callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=verbose != 0, model=model,
+            verbose=verbose, epochs=epochs, steps=steps,
+        )
+    train_loop = _Loop(model, _train_step, x, compile_mode,
+                       every_batch=_wants_every_batch(callbacks.callbacks, _TRAIN_BATCH_HOOKS))
+    test_loop = None
+    if validation_data is not None:
+        test_loop = _Loop(model, _test_step, validation_data, compile_mode,
+                          every_batch=_wants_every_batch(callbacks.callbacks, _TEST_BATCH_HOOKS))
+
+    # With steps_per_epoch, one iterator runs through all epochs, as in `fit`.
+    run_iterator = iter(x) if steps_per_epoch else None
+    model.stop_training = False
+    callbacks.on_train_begin()
+    # A callback such as BackupAndRestore may set the epoch to resume from in on_train_begin.
+    initial_epoch = getattr(model, "_initial_epoch", None) or initial_epoch
+    epoch_logs = None
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callbacks.on_epoch_begin(epoch)
+        done = train_loop.run(
+            run_iterator or iter(x), steps,
+            callbacks.on_train_batch_begin, callbacks.on_train_batch_end,
+            should_stop=lambda: model.stop_training,
+        )
+        if steps_per_epoch and done < steps_per_epoch and not model.stop_training:
+            _warn_out_of_data(epoch, done, steps_per_epoch)
+            model.stop_training = True
+        # Read before evaluation resets the metrics.
+        epoch_logs = dict(model.get_metrics_result())
+        if test_loop is not None:
+            val_logs = _evaluate(model, test_loop, validation_data, validation_steps, callbacks)
+            epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
+        callbacks.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+
+    # As `fit` does: e.g. swaps in the moving-average weights of an optimizer using EMA.
+    if isinstance(model.optimizer, keras.optimizers.Optimizer) and epochs > 0:
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+    callbacks.on_train_end(logs=epoch_logs)
+    return model.history
+
+
+def _train_step(model: keras.Model, data: Any) -> Logs:
+    """One optimization step on a batch: the chapter's Listing 7.21, with fit's loss and metrics.
+
+    Returns the running metric results (the batch logs ``fit`` passes to callbacks).
+    """
+    import keras
+    import tensorflow as tf
+
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+
+    # Forward pass: every output's compiled loss (times its loss weight) plus model.losses.
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        loss = model._compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+        )
+        _track_loss(model, x, loss)
+        # Mixed-precision loss scaling; the identity for other optimizers.
+        scaled_loss = model.optimizer.scale_loss(loss)
+
+    # Gradients of the loss with regard to the trainable weights.
+    gradients = tape.gradient(scaled_loss, model.trainable_weights)
+
+    # Update: the weights, then the metrics.
+    model.optimizer.apply_gradients(zip(gradients, model.trainable_weights, strict=True))
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _test_step(model: keras.Model, data: Any) -> Logs:
+    """One evaluation step on a batch (Listing 7.23): forward pass with ``training=False``."""
+    import keras
+
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    y_pred = model(x, training=False)
+    loss = model._compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+    )
+    _track_loss(model, x, loss)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _track_loss(model: keras.Model, x: Any, loss: Any) -> None:
+    """Adds a batch's loss to the model's ``loss`` tracker (a ``Mean``), as ``fit`` does.
+
+    Weighting by the batch size makes the epoch loss a per-sample mean even with a partial
+    last batch, and is what makes it match ``fit``. Keras's own unscaling undoes the
+    per-replica scaling ``compute_loss`` applies under a distribution strategy.
+    """
+    import tensorflow as tf
+    from keras.src.losses.loss import unscale_loss_for_distribution
+
+    batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+    model._loss_tracker.update_state(unscale_loss_for_distribution(loss),
+                                     sample_weight=batch_size)
+
+
+class _Loop:
+    """Runs a step function over a dataset iterator in one of the compile modes."""
+
+    def __init__(self, model: keras.Model, step: Callable[[keras.Model, Any], Logs],
+                 dataset: tf.data.Dataset, compile_mode: str, *, every_batch: bool):
+        import tensorflow as tf
+
+        self.model = model
+        self.compile_mode = compile_mode
+        # A whole epoch per call unless a callback needs to see every batch.
+        self.chunk = 1 if compile_mode != "epoch" or every_batch else _ALL_STEPS
+
+        def one_step(data: Any) -> Logs:
+            return step(model, data)
+
+        if compile_mode == "eager":
+            self.one_step = one_step
+        elif compile_mode == "step":
+            # The dataset's element spec has a None batch dimension: one trace serves every
+            # batch, the partial last one included.
+            self.one_step = tf.function(one_step, input_signature=[dataset.element_spec],
+                                        jit_compile=model.jit_compile, autograph=False)
+        else:
+            # XLA cannot compile the iterator ops, so only the step itself is jit-compiled,
+            # as in `fit`.
+            self.one_step = one_step
+            if model.jit_compile:
+                self.one_step = tf.function(one_step, jit_compile=True, autograph=False)
+            self.run_steps = tf.function(_make_run_steps(model, self.one_step),
+                                         reduce_retracing=True, autograph=False)
+
+    def run(self, iterator: Iterator, steps: int | None, on_batch_begin: Hook,
+            on_batch_end: Hook, should_stop: Callable[[], bool]) -> int:
+        """Runs up to ``steps`` batches (all when ``None``) with the batch hooks around each
+        chunk; returns the number of batches run."""
+        import tensorflow as tf
+
+        done = 0
+        while steps is None or done < steps:
+            chunk = self.chunk if steps is None else min(self.chunk, steps - done)
+            if self.compile_mode == "epoch":
+                on_batch_begin(done)
+                ran, logs = self.run_steps(iterator, tf.constant(chunk))
+                ran = int(ran)
+            else:
+                data = next(iterator, None)
+                if data is None:
+                    break
+                on_batch_begin(done)
+                ran, logs = 1, self.one_step(data)
+            if ran == 0:
+                break
+            on_batch_end(done + ran - 1, logs)
+            done += ran
+            if ran < chunk or should_stop():
+                break
+        return done
+
+
+def _make_run_steps(model: keras.Model, one_step: Callable[[Any], Logs]) -> Callable:
+    """Builds the body of the compiled epoch function: up to ``max_steps`` steps pulled from
+    the iterator inside the graph (Listing 7.25), then the running metric results."""
+    import tensorflow as tf
+
+    def run_steps(iterator: Any, max_steps: tf.Tensor) -> tuple[tf.Tensor, Logs]:
+        def has_more(step: tf.Tensor, exhausted: tf.Tensor) -> tf.Tensor:
+            return tf.logical_and(step < max_steps, tf.logical_not(exhausted))
+
+        def next_step(step: tf.Tensor, exhausted: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            # Pull one batch per step, never one ahead: with steps_per_epoch the next epoch
+            # continues from the same iterator.
+            batch = iterator.get_next_as_optional()
+
+            def run() -> tf.Tensor:
+                one_step(batch.get_value())
+                return tf.constant(False)
+
+            exhausted = tf.cond(batch.has_value(), run, lambda: tf.constant(True))
+            return step + tf.cast(tf.logical_not(exhausted), tf.int32), exhausted
+
+        steps, _ = tf.while_loop(has_more, next_step, [tf.constant(0), tf.constant(False)])
+        return steps, model.get_metrics_result()
+
+    return run_steps
+
+
+def _evaluate(model: keras.Model, loop: _Loop, dataset: tf.data.Dataset, steps: int | None,
+              callbacks: keras.callbacks.CallbackList) -> Logs:
+    """One pass over the validation data (Listing 7.23); returns the logs, not yet prefixed."""
+    model.stop_evaluating = False
+    callbacks.on_test_begin()
+    model.reset_metrics()
+    loop.run(iter(dataset), steps or _known_cardinality(dataset),
+             callbacks.on_test_batch_begin, callbacks.on_test_batch_end,
+             should_stop=lambda: model.stop_evaluating)
+    logs = model.get_metrics_result()
+    callbacks.on_test_end(logs)
+    return logs
+
+
+def _build(model: keras.Model, dataset: tf.data.Dataset) -> None:
+    """Creates the model's, compiled loss's, metrics' and optimizer's variables up front.
+
+    Built from the dataset's element spec, so no batch is consumed; with every variable in
+    place before tracing, each ``tf.function`` traces once instead of twice.
+    """
+    model._symbolic_build(data_batch=dataset.element_spec)
+
+
+def _known_cardinality(dataset: tf.data.Dataset) -> int | None:
+    """The number of batches in one pass, or ``None`` when tf.data cannot tell."""
+    cardinality = int(dataset.cardinality())
+    return cardinality if cardinality > 0 else None
+
+
+def _wants_every_batch(callbacks: list[keras.callbacks.Callback], hooks: tuple[str, ...]) -> bool:
+    """Whether a callback outside Keras overrides one of the batch ``hooks``."""
+    return any(_overrides(callback, hook) for callback in callbacks for hook in hooks)
+
+
+def _overrides(callback: keras.callbacks.Callback, hook: str) -> bool:
+    # LambdaCallback stores the user's functions on the instance.
+    if hook in vars(callback):
+        return True
+    owner = next(cls for cls in type(callback).__mro__ if hook in vars(cls))
+    return not owner.__module__.startswith("keras.")
+
+
+def _warn_out_of_data(epoch: int, done: int, steps_per_epoch: int) -> None:
+    warnings.warn(
+        f"The training data ran out in epoch {epoch} after {done} of {steps_per_epoch} "
+        "steps; stopping. With steps_per_epoch the dataset must yield "
+        "steps_per_epoch * epochs batches (use .repeat()).",
+        stacklevel=3,
+    )
