@@ -74,7 +74,10 @@ def describe_base(base: str, checkpoint: str | None = None) -> BaseInfo:
 
 
 def _endpoints(spec: Any) -> tuple[str, ...]:
-    """Layer names from Keras's ``[["name", 0, 0], ...]`` (or a single such triple)."""
+    """Layer names from Keras's ``[["name", 0, 0], ...]``, a single such triple, or a
+    mapping of them (a model with named inputs)."""
+    if isinstance(spec, dict):
+        return tuple(item[0] for item in spec.values())
     if spec and isinstance(spec[0], str):
         return (spec[0],)
     return tuple(item[0] for item in spec)
