@@ -147,6 +147,8 @@ def adapt_layers(model: Any, adaptations: list[Adaptation], features: Any) -> No
     """Adapt preprocessing layers (``adapt: true``) on the training features."""
     import keras
 
+    if not adaptations:
+        return
     inputs = {id(t): name for name, t in zip(_input_names(model), model.inputs, strict=False)}
     for item in adaptations:
         if item.source is None:

@@ -47,7 +47,10 @@ def steps_per_execution(spec: CompileSpec, steps_per_epoch: int, every_batch: bo
         return spec.steps_per_execution
     if every_batch:
         return 1
-    return max(1, min(AUTO_STEPS_PER_EXECUTION, steps_per_epoch))
+    # A divisor of the epoch's steps: Keras runs whole executions, so any other value would
+    # carry an epoch into the next one's batches.
+    return max(d for d in range(1, min(AUTO_STEPS_PER_EXECUTION, steps_per_epoch) + 1)
+               if steps_per_epoch % d == 0)
 
 
 def _per_output(value: Any, registry: Any) -> Any:

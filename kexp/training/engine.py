@@ -204,7 +204,7 @@ def _loop(cfg: Config, model: Any, job: _Job) -> Any:
         from kexp.training.custom_loop import fit_custom
 
         return fit_custom(model, job.train_ds, compile_mode=cfg.train.compile_mode, **kwargs)
-    return model.fit(job.train_ds, verbose=0, **kwargs)
+    return model.fit(job.train_ds, verbose=0, shuffle=False, **kwargs)
 
 
 def _finish(run: Run, model: Any, job: _Job, history: Any, seconds: float) -> None:
