@@ -239,6 +239,37 @@ def test_keras_callbacks_alone_keep_the_whole_epoch_in_one_call(tmp_path):
     assert custom_loop._wants_every_batch([*built_in, _BatchRecorder()], hooks)
 
 
+def test_keras_callbacks_get_one_batch_call_per_epoch_in_epoch_mode(monkeypatch):
+    # Keras's steps_per_execution contract: begin with the chunk's first batch index, end
+    # with its last one and the running logs.
+    calls = []
+    monkeypatch.setattr(keras.callbacks.History, "on_train_batch_begin",
+                        lambda self, batch, logs=None: calls.append(("begin", batch)),
+                        raising=False)
+    monkeypatch.setattr(keras.callbacks.History, "on_train_batch_end",
+                        lambda self, batch, logs=None: calls.append(("end", batch, logs["loss"])),
+                        raising=False)
+    x, y = _classification_data()
+    history = fit_custom(_classifier(), _dataset(x, y), epochs=2).history
+    last = math.ceil(ROWS / BATCH) - 1
+    assert calls == [("begin", 0), ("end", last, pytest.approx(history["loss"][0])),
+                     ("begin", 0), ("end", last, pytest.approx(history["loss"][1]))]
+
+
+def test_model_without_input_is_built_from_the_element_spec():
+    x, y = _classification_data()
+
+    def model():
+        keras.utils.set_random_seed(1)
+        unbuilt = keras.Sequential([keras.layers.Dense(8, activation="relu"),
+                                    keras.layers.Dense(2, activation="softmax")])
+        unbuilt.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        return unbuilt
+
+    reference = model().fit(_dataset(x, y), epochs=1, verbose=0).history
+    _assert_same_history(fit_custom(model(), _dataset(x, y), epochs=1).history, reference)
+
+
 @pytest.mark.parametrize("loop", ["fit", "custom"])
 def test_terminate_on_nan_stops_training(loop):
     x, y = _classification_data()

@@ -131,11 +131,7 @@ def fit_custom(
     _build(model, x)
 
     steps = steps_per_epoch or _known_cardinality(x)
-    if not isinstance(callbacks, keras.callbacks.CallbackList):
-        callbacks = keras.callbacks.CallbackList(
-            callbacks, add_history=True, add_progbar=verbose != 0, model=model,
-            verbose=verbose, epochs=epochs, steps=steps,
-        )
+    callbacks = _callback_list(callbacks, model, epochs=epochs, steps=steps, verbose=verbose)
     train_loop = _Loop(model, _train_step, x, compile_mode,
                        every_batch=_wants_every_batch(callbacks.callbacks, _TRAIN_BATCH_HOOKS))
     test_loop = None
@@ -148,7 +144,7 @@ def fit_custom(
     model.stop_training = False
     callbacks.on_train_begin()
     # A callback such as BackupAndRestore may set the epoch to resume from in on_train_begin.
-    initial_epoch = getattr(model, "_initial_epoch", None) or initial_epoch
+    initial_epoch = model._initial_epoch or initial_epoch
     epoch_logs = None
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
@@ -162,7 +158,7 @@ def fit_custom(
             _warn_out_of_data(epoch, done, steps_per_epoch)
             model.stop_training = True
         # Read before evaluation resets the metrics.
-        epoch_logs = dict(model.get_metrics_result())
+        epoch_logs = model.get_metrics_result()
         if test_loop is not None:
             val_logs = _evaluate(model, test_loop, validation_data, validation_steps, callbacks)
             epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
@@ -175,6 +171,19 @@ def fit_custom(
         model.optimizer.finalize_variable_values(model.trainable_weights)
     callbacks.on_train_end(logs=epoch_logs)
     return model.history
+
+
+def _callback_list(callbacks: list[keras.callbacks.Callback] | None, model: keras.Model, *,
+                   epochs: int, steps: int | None, verbose: int) -> keras.callbacks.CallbackList:
+    """The callbacks as ``fit`` wraps them: plus a ``History`` and, if verbose, a progress bar."""
+    import keras
+
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return callbacks
+    return keras.callbacks.CallbackList(
+        callbacks, add_history=True, add_progbar=verbose != 0, model=model,
+        verbose=verbose, epochs=epochs, steps=steps,
+    )
 
 
 def _train_step(model: keras.Model, data: Any) -> Logs:
@@ -240,7 +249,6 @@ class _Loop:
                  dataset: tf.data.Dataset, compile_mode: str, *, every_batch: bool):
         import tensorflow as tf
 
-        self.model = model
         self.compile_mode = compile_mode
         # A whole epoch per call unless a callback needs to see every batch.
         self.chunk = 1 if compile_mode != "epoch" or every_batch else _ALL_STEPS
