@@ -88,6 +88,10 @@ def _build_nested(arg: str, value: Any, path: str, where: str) -> Any:
     if isinstance(value, dict) and "type" in value:
         rest = {k: v for k, v in value.items() if k != "type"}
         return build_value(str(value["type"]), rest, (registry,), path, where)
+    if isinstance(value, str) and registry.kind == "schedule":
+        entry = registry.get(value)
+        if entry is not None and entry.obj is not None and not isinstance(entry.obj, type):
+            return entry.obj  # a registered schedule function, passed as the function itself
     return value
 
 
