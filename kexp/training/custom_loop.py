@@ -39,8 +39,12 @@ not add it itself; ``ReduceLROnPlateau``, ``LearningRateScheduler`` and ``Tensor
 it to the logs they receive, and they receive the same logs here.
 
 When the number of batches is unknown (a dataset of unknown cardinality and no
-``steps_per_epoch``), the final per-batch call finds no data: its ``on_*_batch_begin`` has
-no matching end, as in ``fit``.
+``steps_per_epoch``) and ``epoch`` mode runs one batch per call, the final call finds no
+data: its ``on_*_batch_begin`` has no matching end, as in ``fit``.
+
+Variables (model, compiled loss and metrics, optimizer) are created before tracing, from the
+dataset's element spec, so every ``tf.function`` traces once per run: without that, TF
+traces a function that creates variables twice.
 
 The train and test steps are plain module-level functions of ``(model, data)`` so that a
 distribution strategy can later wrap them in ``strategy.run``.
