@@ -82,6 +82,8 @@ def _from_identifier(entry: Entry, registry: Registry, kwargs: dict, runtime: di
 
 
 def _build_nested(arg: str, value: Any, path: str, where: str) -> Any:
+    if arg == "learning_rate" and type(value) is int:
+        return float(value)  # YAML's `0` or `1` is an int; Keras optimizers insist on a float
     registry = registry_for_argument(arg)
     if registry is None:
         return value

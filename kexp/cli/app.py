@@ -12,7 +12,18 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from kexp.cli import list_cmd, plot, schema, summary, train, validate
+from kexp.cli import (
+    evaluate,
+    list_cmd,
+    plot,
+    predict,
+    runs,
+    schema,
+    summary,
+    tensorboard,
+    train,
+    validate,
+)
 from kexp.errors import KexpError
 
 __all__ = ["app", "main"]
@@ -63,6 +74,10 @@ app.command("summary")(summary.summary)
 app.command("plot")(plot.plot)
 app.command("list")(list_cmd.list_components)
 app.command("schema")(schema.schema)
+app.command("evaluate")(evaluate.evaluate)
+app.command("predict")(predict.predict)
+app.command("tensorboard")(tensorboard.tensorboard)
+app.command("runs")(runs.runs)
 
 
 def main() -> None:

@@ -370,7 +370,9 @@ def _overrides(callback: keras.callbacks.Callback, hook: str) -> bool:
     if hook in vars(callback):
         return True
     owner = next(cls for cls in type(callback).__mro__ if hook in vars(cls))
-    return not owner.__module__.startswith("keras.")
+    # kexp's own run callbacks (progress, history, checkpoints) are written for chunked
+    # batch hooks, like Keras's: they never force one batch per call.
+    return not owner.__module__.startswith(("keras.", "kexp.training."))
 
 
 def _warn_out_of_data(epoch: int, done: int, steps_per_epoch: int) -> None:

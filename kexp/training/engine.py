@@ -71,8 +71,34 @@ def train(cfg: Config, options: TrainOptions = TrainOptions()) -> Run:
     except (KexpError, KeyboardInterrupt):
         _remove(run)
         raise
+    bad = _non_finite(splits)
+    if bad:
+        # Some models mask a NaN (relu(NaN) is 0 on some CPUs) and would train on garbage.
+        run.update(status="failed", ended=now(), reason=f"non-finite data: {bad}")
+        raise TrainingError(f"training failed: non-finite data: {bad}\nrun: {run.path}")
     _fit(cfg, run, model, job)
     return run
+
+
+def _non_finite(splits: Any) -> str:
+    """Where the first NaN or Inf in the data is ('' when there is none)."""
+    import numpy as np
+
+    for split_name in ("train", "validation", "test"):
+        split = getattr(splits, split_name)
+        if split is None:
+            continue
+        for role, arrays in (("features", split.x), ("targets", split.y)):
+            named = arrays if isinstance(arrays, dict) else {"": arrays}
+            for name, array in named.items():
+                if array is None or not np.issubdtype(array.dtype, np.floating):
+                    continue
+                rows = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+                if rows.any():
+                    label = f"{role} {name!r}" if name else role
+                    return (f"{split.source or split_name}: {label} of the {split_name} split "
+                            f"hold a NaN or Inf at sample {int(np.argmax(rows))}")
+    return ""
 
 
 def _seed(cfg: Config) -> None:

@@ -1,0 +1,46 @@
+"""``kexp evaluate RUN_DIR``: a run's model on its test (or validation) data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+RunDirArg = typer.Argument(..., metavar="RUN_DIR",
+                           help="A run directory, or runs/<name> for its newest run.",
+                           show_default=False)
+CheckpointOpt = typer.Option(
+    "final", "--checkpoint", "-c",
+    help="final: model.keras (the weights after the last epoch); best / last: "
+    "checkpoints/best.keras / checkpoints/last.keras.")
+
+
+def evaluate(
+    run_dir: Path = RunDirArg,
+    checkpoint: Literal["final", "best", "last"] = CheckpointOpt,
+    split: Literal["test", "validation"] = typer.Option(
+        None, "--split", help="Default: test when the run's data has a test split, else "
+        "validation (the same validation split training used).", show_default=False),
+    data: list[str] = typer.Option(
+        [], "--data", "-d", metavar="P=VALUE",
+        help="Override the run config's data.P, e.g. --data path=other.npz (relative paths "
+        "resolve against the current directory). Repeatable."),
+) -> None:
+    """Evaluate a run's model: print its metrics and record them in the run's
+    evaluation.json."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kexp.evaluation import evaluate_run, find_run, record_evaluation
+
+    run = find_run(run_dir)
+    result = evaluate_run(run, checkpoint, split, data)
+    record_evaluation(run, result)
+    typer.echo(f"{run}: checkpoint {result.checkpoint}, {result.split} split "
+               f"({result.samples} samples)")
+    table = Table("metric", "value")
+    for name, value in result.metrics.items():
+        table.add_row(name, f"{value:.6g}")
+    Console().print(table)
+    typer.echo(f"wrote {run / 'evaluation.json'}")

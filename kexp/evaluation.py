@@ -1,0 +1,528 @@
+"""Using a finished run: load its config, plugins, data and model, then evaluate or predict.
+
+A run directory is self-contained: ``config.yaml`` holds absolute paths and names the
+plugins, ``run.json`` records them too, and the model files are saved compiled. So
+``kexp evaluate runs/digits-mlp`` needs nothing but the directory:
+
+1. ``load_run_config``: import the run's plugins, then ``load_config(run/config.yaml)``;
+2. ``load_data(cfg)``: seeded as in training, so the validation split is the one training used;
+3. ``load_run_model``: ``keras.saving.load_model(..., safe_mode=True)`` — a ``Lambda`` layer
+   (arbitrary code) is refused, never loaded with ``safe_mode=False``.
+
+TensorFlow and Keras are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kexp.errors import ConfigError, DataError, Problem
+from kexp.runs import atomic_write, now, read_run_plugins, resolve_run_dir
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kexp.config.schema import Config
+    from kexp.data.splits import Arrays, Split, Splits
+
+__all__ = [
+    "CHECKPOINTS",
+    "Evaluation",
+    "find_run",
+    "checkpoint_file",
+    "load_run_config",
+    "load_run_model",
+    "choose_split",
+    "evaluate_run",
+    "record_evaluation",
+    "read_inputs",
+    "predict_run",
+    "default_output",
+    "write_predictions",
+]
+
+# --checkpoint choice -> file inside the run directory.
+CHECKPOINTS = {
+    "final": "model.keras",
+    "best": "checkpoints/best.keras",
+    "last": "checkpoints/last.keras",
+}
+EVALUATION_FILE = "evaluation.json"
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def find_run(path: Path) -> Path:
+    """The run directory ``path`` names: a run directory itself, or ``runs/<name>`` meaning
+    its newest run.
+
+    Raises:
+        DataError: ``path`` holds no run.
+    """
+    run_dir = resolve_run_dir(Path(path))
+    if run_dir is None:
+        what = "does not exist" if not Path(path).exists() else "holds no run (no run.json)"
+        raise DataError(f"{path} {what}: give a run directory (runs/<name>/<timestamp>) or "
+                        "runs/<name> for its newest run.")
+    return run_dir
+
+
+def checkpoint_file(run_dir: Path, checkpoint: str = "final") -> Path:
+    """The model file of ``checkpoint`` (``final``, ``best`` or ``last``) in a run.
+
+    Raises:
+        DataError: the run has no such file (an unfinished run has no ``model.keras``); the
+            message lists the checkpoints it does have.
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise ConfigError(f"--checkpoint: expected one of {', '.join(CHECKPOINTS)}; "
+                          f"received {checkpoint!r}")
+    file = Path(run_dir) / CHECKPOINTS[checkpoint]
+    if file.is_file():
+        return file
+    present = [name for name, rel in CHECKPOINTS.items() if (Path(run_dir) / rel).is_file()]
+    hint = (f"; it has --checkpoint {' / '.join(present)}" if present
+            else "; it has no model file at all")
+    raise DataError(f"{run_dir}: no {CHECKPOINTS[checkpoint]} (checkpoint {checkpoint!r})"
+                    f"{hint}.")
+
+
+def load_run_config(run_dir: Path, sets: Sequence[str] = ()) -> Config:
+    """The run's own ``config.yaml``, after importing the plugins its ``run.json`` records
+    (``load_config`` imports the config's ``plugins:`` too).
+
+    Args:
+        run_dir: the run directory.
+        sets: ``PATH=VALUE`` overrides, as ``--set`` (``data.path=other.npz``).
+
+    Raises:
+        ConfigError: a plugin that no longer imports, or an override that does not apply.
+        DataError: the run has no ``config.yaml``.
+    """
+    from kexp.config import load_config
+    from kexp.plugins import PluginError, import_plugin
+
+    file = Path(run_dir) / "config.yaml"
+    if not file.is_file():
+        raise DataError(f"{run_dir}: no config.yaml; the run directory is incomplete.")
+    problems = []
+    for spec in read_run_plugins(run_dir):
+        try:
+            import_plugin(spec)
+        except PluginError as exc:
+            problems.append(Problem("plugins", str(exc), f"{run_dir / 'run.json'}"))
+    if problems:
+        raise ConfigError(problems)
+    return load_config(file, list(sets))
+
+
+def load_run_model(file: Path, compile: bool = True) -> Any:
+    """Load a ``.keras`` model in Keras's safe mode (plugins must be imported first).
+
+    Raises:
+        DataError: a model holding code (a ``Lambda`` layer), or one Keras cannot rebuild (a
+            custom class whose plugin is not imported).
+    """
+    import keras
+
+    try:
+        return keras.saving.load_model(file, safe_mode=True, compile=compile)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            raise DataError(
+                f"{file}: the model contains code (a Lambda layer) that kexp will not run: "
+                "models are loaded in Keras's safe mode, since running a saved function can "
+                "execute anything. Replace the Lambda with a layer registered by a plugin."
+            ) from None
+        raise DataError(f"{file}: cannot load the model ({_first_line(exc)}).") from None
+    except (TypeError, OSError, KeyError) as exc:
+        raise DataError(
+            f"{file}: cannot load the model ({_first_line(exc)}). A custom class must be "
+            "registered by a plugin named in the run's config (plugins:)."
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def choose_split(splits: Splits, name: str | None) -> tuple[str, Split]:
+    """The split to evaluate: ``name``, or by default ``test`` when the data has one, else
+    ``validation``.
+
+    Raises:
+        DataError: the split does not exist, or holds no targets.
+    """
+    if name is None:
+        name = "test" if splits.test is not None else "validation"
+    if name not in ("test", "validation"):
+        raise ConfigError(f"--split: expected test or validation; received {name!r}")
+    split = getattr(splits, name)
+    if split is None:
+        how = ("set data.test (or use a dataset with a test split)" if name == "test" else
+               "set data.validation_split or data.validation")
+        other = "validation" if name == "test" else "test"
+        alt = f"; try --split {other}" if getattr(splits, other) is not None else ""
+        raise DataError(f"the run's data has no {name} split ({how}){alt}.")
+    if split.y is None:
+        raise DataError(f"{split.source or name + ' data'}: no targets to evaluate against; "
+                        "set `targets:` in data.")
+    return name, split
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate_run`` measured (the record kept in ``evaluation.json``)."""
+
+    checkpoint: str
+    split: str
+    metrics: dict[str, float]
+    samples: int
+    evaluated_at: str = field(default_factory=now)
+    data: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """``<checkpoint>/<split>``, plus the data overrides when given."""
+        base = f"{self.checkpoint}/{self.split}"
+        return f"{base} [{', '.join(self.data)}]" if self.data else base
+
+
+def evaluate_run(run_dir: Path, checkpoint: str = "final", split: str | None = None,
+                 data: Sequence[str] = ()) -> Evaluation:
+    """Evaluate a run's model on one split of its data, as ``model.evaluate`` does.
+
+    Args:
+        run_dir: the run directory.
+        checkpoint: ``final`` (``model.keras``), ``best`` or ``last``.
+        split: ``test`` or ``validation``; default as ``choose_split``.
+        data: ``P=V`` overrides of the config's ``data.*`` (``path=other.npz``); relative
+            paths resolve against the current directory.
+
+    Raises:
+        ConfigError, DataError: a run, checkpoint, split or data that cannot be used.
+    """
+    file = checkpoint_file(run_dir, checkpoint)
+    cfg = load_run_config(run_dir, _data_sets(data))
+    splits = _load_splits(cfg)
+    name, chosen = choose_split(splits, split)
+    model = load_run_model(file)
+    if not getattr(model, "compiled", False):
+        raise DataError(f"{file}: the model was saved without its compile settings (loss, "
+                        "metrics), so it cannot be evaluated.")
+    from kexp.data.checks import check_against_model
+    from kexp.data.pipeline import eval_dataset
+
+    check_against_model(splits, model)
+    result = model.evaluate(eval_dataset(chosen, batch_size=cfg.data.batch_size), verbose=0,
+                            return_dict=True)
+    metrics = {k: float(v) for k, v in result.items()}
+    return Evaluation(checkpoint, name, metrics, len(chosen), data=list(data))
+
+
+def _data_sets(data: Sequence[str]) -> list[str]:
+    """``--data P=V`` -> ``--set data.P=V``."""
+    sets, problems = [], []
+    for item in data:
+        key = item.split("=", 1)[0].strip()
+        if "=" not in item or not key:
+            problems.append(Problem("", "expected P=VALUE, e.g. --data path=other.npz",
+                                    f"--data {item}"))
+        else:
+            sets.append(f"data.{item.strip()}")
+    if problems:
+        raise ConfigError(problems)
+    return sets
+
+
+def _load_splits(cfg: Config) -> Splits:
+    import keras
+
+    from kexp.data.load import load_data
+
+    # As in training: the global seed first (a plugin dataset may draw from it), then the
+    # data, whose validation_split is carved with the config's seed.
+    keras.utils.set_random_seed(cfg.seed)
+    return load_data(cfg)
+
+
+def record_evaluation(run_dir: Path, evaluation: Evaluation) -> dict[str, Any]:
+    """Write ``evaluation.json`` atomically: the latest evaluation at the top level
+    (``checkpoint``, ``split``, ``metrics``, ``evaluated_at``) and every evaluation so far
+    under ``evaluations``, keyed ``"<checkpoint>/<split>"``. Returns what was written."""
+    path = Path(run_dir) / EVALUATION_FILE
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        previous = {}
+    record = asdict(evaluation)
+    if not record["data"]:
+        del record["data"]
+    earlier = previous.get("evaluations") if isinstance(previous, dict) else None
+    evaluations = dict(earlier) if isinstance(earlier, dict) else {}
+    evaluations[evaluation.key] = record
+    content = {**record, "evaluations": evaluations}
+    atomic_write(path, json.dumps(content, indent=2) + "\n")
+    return content
+
+
+# --------------------------------------------------------------------------- predict
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    shape: tuple  # per sample, None for any size
+
+
+def _model_inputs(model: Any) -> list[_Input] | None:
+    """The model's named inputs, or None for a model without a graph (subclassed)."""
+    try:
+        tensors = list(model.inputs or [])
+    except (AttributeError, ValueError, TypeError):
+        return None
+    try:  # a Sequential model raises here; a functional one may hold a dict of inputs
+        struct = model.input
+    except (AttributeError, ValueError):
+        struct = None
+    if isinstance(struct, dict):  # keras.Model(inputs={...}): the keys are the names
+        return [_Input(name, tuple(t.shape[1:])) for name, t in struct.items()]
+    return [_Input(t.name, tuple(t.shape[1:])) for t in tensors] or None
+
+
+def read_inputs(file: Path, model: Any, cfg: Config) -> Arrays:
+    """Read the features to predict on from an ``.npz`` or ``.csv`` file, matched to the
+    model's inputs.
+
+    - npz: one array per model input, named like the input. A single-input model takes the
+      array named like its input, like the config's ``data.features``, ``x``, or the only one.
+    - csv: the columns the config's csv ``data.features`` names; otherwise every numeric
+      column except the config's targets (one ``(n, k)`` array), or, for a multi-input
+      model, the columns named like its inputs.
+
+    Raises:
+        DataError: an unreadable file, or names / shapes that do not match the model's (the
+            message lists what the model expects and what the file gives).
+    """
+    file = Path(file)
+    inputs = _model_inputs(model)
+    if file.suffix == ".npz":
+        x = _npz_inputs(file, inputs, cfg)
+    elif file.suffix == ".csv":
+        x = _csv_inputs(file, inputs, cfg)
+    else:
+        raise DataError(f"{file}: expected an .npz or .csv file to predict on.")
+    return x if inputs is None else _match_inputs(x, inputs, file)
+
+
+def _npz_inputs(file: Path, inputs: list[_Input] | None, cfg: Config) -> Arrays:
+    import numpy as np
+
+    from kexp.data.files import display_path, load_npz
+
+    if not file.is_file():
+        raise DataError(f"{display_path(file)}: file not found.")
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            available = list(archive.files)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{display_path(file)}: not a readable .npz file ({exc}).") from None
+    if inputs is not None and len(inputs) > 1:
+        missing = [i.name for i in inputs if i.name not in available]
+        if missing:
+            raise DataError(_mismatch(file, inputs, {n: None for n in available},
+                                      f"missing {', '.join(missing)}"))
+        return load_npz(file, [i.name for i in inputs]).x
+    features = cfg.data.args.get("features") if cfg.data.type == "npz" else None
+    candidates = [inputs[0].name] if inputs else []
+    candidates += [features] if isinstance(features, str) else []
+    candidates += ["x"]
+    chosen = next((c for c in candidates if c in available), None)
+    if chosen is None and len(available) == 1:
+        chosen = available[0]
+    if chosen is None:
+        if inputs is None:  # no graph to match: hand the model every array by name
+            return load_npz(file, available).x
+        raise DataError(
+            f"{display_path(file)}: cannot tell which array to feed the model's input; name "
+            f"it {' or '.join(repr(c) for c in candidates)} (the file has "
+            f"{', '.join(available) or 'no arrays'}).")
+    return load_npz(file, chosen).x
+
+
+def _csv_inputs(file: Path, inputs: list[_Input] | None, cfg: Config) -> Arrays:
+    from kexp.data.files import load_csv
+
+    args = cfg.data.args if cfg.data.type == "csv" else {}
+    delimiter = args.get("delimiter", ",")
+    header = args.get("header", True)
+    features = args.get("features")
+    targets = None
+    if features is None:
+        columns = _csv_columns(file, delimiter, header)
+        names = [i.name for i in inputs or []]
+        if len(names) > 1 and all(n in columns for n in names):
+            features = names
+        else:
+            # The file may still hold the target columns: leave them out of the features.
+            targets = [c for c in _column_names(args.get("targets")) if c in columns] or None
+    split = load_csv(file, features, targets, delimiter=delimiter, header=header,
+                     drop_missing=bool(args.get("drop_missing", False)))
+    return split.x
+
+
+def _column_names(spec: Any) -> list[str]:
+    """The columns a csv ``features`` / ``targets`` selection names."""
+    if spec is None:
+        return []
+    if isinstance(spec, (str, int)):
+        return [str(spec)]
+    if isinstance(spec, dict):
+        return [str(c) for v in spec.values() for c in ([v] if isinstance(v, str) else v)]
+    return [str(c) for c in spec]
+
+
+def _csv_columns(file: Path, delimiter: str | None, header: bool) -> list[str]:
+    from kexp.data.files import display_path
+
+    try:
+        with open(file, encoding="utf-8-sig", newline="") as f:
+            first = next((line for line in f if line.strip()), "")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{display_path(file)}: cannot read the file ({exc}).") from None
+    if delimiter is None or delimiter == " ":
+        cells = first.split()
+    else:
+        cells = next(csv.reader([first], delimiter=delimiter), [])
+    cells = [c.strip().strip('"') for c in cells]
+    return cells if header else [str(i) for i in range(len(cells))]
+
+
+def _match_inputs(x: Arrays, inputs: list[_Input], file: Path) -> Arrays:
+    """Check ``x`` against the model's inputs; return it as the model takes it."""
+    given = ({name: tuple(a.shape[1:]) for name, a in x.items()} if isinstance(x, dict)
+             else {"x": tuple(x.shape[1:])})
+    if len(inputs) == 1 and len(given) == 1:
+        pairs = [(next(iter(given.values())), inputs[0])]
+        if isinstance(x, dict):  # one named array: whatever its name, it is the input
+            x = next(iter(x.values()))
+    elif set(given) == {i.name for i in inputs}:
+        pairs = [(given[i.name], i) for i in inputs]
+    else:
+        raise DataError(_mismatch(file, inputs, given, "the names differ"))
+    if not all(_compatible(shape, i.shape) for shape, i in pairs):
+        raise DataError(_mismatch(file, inputs, given, "the shapes differ"))
+    return x
+
+
+def _mismatch(file: Path, inputs: list[_Input], given: dict[str, tuple | None],
+              why: str) -> str:
+    from kexp.data.files import display_path
+
+    def shown(shape: tuple | None) -> str:
+        if shape is None:
+            return ""
+        dims = ", ".join("None" if d is None else str(d) for d in shape)
+        return f" ({dims}{',' if len(shape) == 1 else ''})"
+
+    expected = ", ".join(f"{i.name}{shown(i.shape)}" for i in inputs)
+    gave = ", ".join(f"{name}{shown(shape)}" for name, shape in given.items()) or "nothing"
+    return (f"{display_path(file)}: the inputs do not match the model's ({why}).\n"
+            f"  expected: {expected}\n  given:    {gave}\n"
+            "Shapes are per sample; npz arrays and csv columns are matched by name.")
+
+
+def _compatible(actual: tuple, expected: tuple) -> bool:
+    """Shapes match, None matching any size; a trailing axis of 1 may be missing or extra
+    (Keras adds or squeezes it, as for a ``(n,)`` array fed to ``Input(shape=(1,))``)."""
+    if len(actual) == len(expected) + 1 and actual[-1:] == (1,):
+        actual = actual[:-1]
+    elif len(expected) == len(actual) + 1 and expected[-1:] == (1,):
+        expected = expected[:-1]
+    return len(actual) == len(expected) and all(
+        e is None or a == e for a, e in zip(actual, expected, strict=True))
+
+
+def predict_run(run_dir: Path, input_file: Path,
+                checkpoint: str = "final") -> dict[str, np.ndarray]:
+    """Predictions of a run's model for the features in ``input_file``, one array per model
+    output (``{"priority": (n, 1), "department": (n, 4)}``); a single-output model gives
+    ``{"predictions": ...}``.
+
+    Raises:
+        ConfigError, DataError: a run, checkpoint or input file that cannot be used.
+    """
+    file = checkpoint_file(run_dir, checkpoint)
+    cfg = load_run_config(run_dir)
+    model = load_run_model(file, compile=False)
+    x = read_inputs(input_file, model, cfg)
+    from kexp.data.pipeline import eval_dataset
+    from kexp.data.splits import Split
+
+    dataset = eval_dataset(Split(x, None, str(input_file)), batch_size=cfg.data.batch_size)
+    return _named_outputs(model, model.predict(dataset, verbose=0))
+
+
+def _named_outputs(model: Any, raw: Any) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    if isinstance(raw, dict):
+        return {name: np.asarray(value) for name, value in raw.items()}
+    if not isinstance(raw, (list, tuple)):
+        return {"predictions": np.asarray(raw)}
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(raw):
+        names = [f"output_{i}" for i in range(len(raw))]
+    return {name: np.asarray(value) for name, value in zip(names, raw, strict=True)}
+
+
+def default_output(input_file: Path) -> Path:
+    """``<input stem>.predictions.npz`` in the current directory."""
+    return Path.cwd() / f"{Path(input_file).stem}.predictions.npz"
+
+
+def write_predictions(predictions: dict[str, np.ndarray], path: Path) -> None:
+    """Write predictions atomically: ``.npz`` with one array per output, or ``.csv`` with one
+    column per output unit (``<output>`` for one unit, else ``<output>_<i>``).
+
+    Raises:
+        ConfigError: ``path`` is neither ``.npz`` nor ``.csv``.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix == ".npz":
+        buffer = io.BytesIO()
+        np.savez(buffer, **predictions)
+        atomic_write(path, buffer.getvalue())
+    elif path.suffix == ".csv":
+        atomic_write(path, _predictions_csv(predictions))
+    else:
+        raise ConfigError(f"--output {path}: expected a .npz or .csv file name.")
+
+
+def _predictions_csv(predictions: dict[str, np.ndarray]) -> str:
+    columns, blocks = [], []
+    for name, array in predictions.items():
+        block = array.reshape(len(array), -1)
+        width = block.shape[1]
+        columns += [name] if width == 1 else [f"{name}_{i}" for i in range(width)]
+        blocks.append(block)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in zip(*(block.tolist() for block in blocks), strict=True):
+        # float32 round-trips through 9 significant digits
+        writer.writerow([format(v, ".9g") for part in row for v in part])
+    return out.getvalue()
