@@ -318,12 +318,12 @@ def read_inputs(file: Path, model: Any, cfg: Config) -> Arrays:
     file = Path(file)
     inputs = _model_inputs(model)
     if file.suffix == ".npz":
-        x = _npz_inputs(file, inputs, cfg)
+        x, label = _npz_inputs(file, inputs, cfg), "the array"
     elif file.suffix == ".csv":
-        x = _csv_inputs(file, inputs, cfg)
+        x, label = _csv_inputs(file, inputs, cfg), "the columns"
     else:
         raise DataError(f"{file}: expected an .npz or .csv file to predict on.")
-    return x if inputs is None else _match_inputs(x, inputs, file)
+    return x if inputs is None else _match_inputs(x, inputs, file, label)
 
 
 def _npz_inputs(file: Path, inputs: list[_Input] | None, cfg: Config) -> Arrays:
@@ -409,10 +409,11 @@ def _csv_columns(file: Path, delimiter: str | None, header: bool) -> list[str]:
     return cells if header else [str(i) for i in range(len(cells))]
 
 
-def _match_inputs(x: Arrays, inputs: list[_Input], file: Path) -> Arrays:
-    """Check ``x`` against the model's inputs; return it as the model takes it."""
+def _match_inputs(x: Arrays, inputs: list[_Input], file: Path, label: str) -> Arrays:
+    """Check ``x`` against the model's inputs; return it as the model takes it. ``label``
+    names a single unnamed array in messages."""
     given = ({name: tuple(a.shape[1:]) for name, a in x.items()} if isinstance(x, dict)
-             else {"x": tuple(x.shape[1:])})
+             else {label: tuple(x.shape[1:])})
     if len(inputs) == 1 and len(given) == 1:
         pairs = [(next(iter(given.values())), inputs[0])]
         if isinstance(x, dict):  # one named array: whatever its name, it is the input

@@ -20,8 +20,9 @@ _HIGHER = ("acc", "auc", "precision", "recall", "f1", "iou", "r2")
 
 
 def runs(
-    runs_dir: Path = typer.Argument(Path("runs"), metavar="RUNS_DIR", help="Where run directories are (a "
-                                    "runs_dir, runs/<name>, or one run)."),
+    runs_dir: Path = typer.Argument(Path("runs"), metavar="RUNS_DIR",
+                                    help="Where run directories are (a runs_dir, "
+                                    "runs/<name>, or one run)."),
 ) -> None:
     """List runs: name, start, status, epochs, best validation metrics, duration."""
     from rich.console import Console
