@@ -59,9 +59,12 @@ def synthetic_tickets(
     vocabulary_size: int = 10000,
     num_tags: int = 100,
     num_departments: int = 4,
+    num_difficulties: int = 0,
     seed: int = 0,
 ) -> Splits:
     """The chapter's random customer-support tickets (Listing 7.10), seeded.
+
+    ``num_difficulties: 3`` adds the one-hot ``difficulty`` target of Listing 7.13.
 
     Returns:
         A train split with inputs ``title`` and ``text_body`` (binary bag-of-words,
@@ -85,6 +88,9 @@ def synthetic_tickets(
         "department": np.eye(num_departments, dtype=np.float32)[
             rng.integers(0, num_departments, size=num_samples)],
     }
+    if num_difficulties:
+        y["difficulty"] = np.eye(num_difficulties, dtype=np.float32)[
+            rng.integers(0, num_difficulties, size=num_samples)]
     return Splits(train=Split(x, y, f"synthetic_tickets (seed {seed})"))
 
 

@@ -39,9 +39,13 @@ class BaseInfo:
 
 
 def resolve_base_file(base: str, checkpoint: str | None = None) -> tuple[Path, Path | None]:
-    """The ``.keras`` file ``base:`` names, and its run directory when it names one."""
+    """The ``.keras`` file ``base:`` names, and its run directory when it names one
+    (``runs/<name>`` names that name's newest run)."""
     path = Path(base)
     if path.is_dir():
+        from kexp.runs import resolve_run_dir
+
+        path = resolve_run_dir(path) or path  # runs/<name> means its newest run
         name = _RUN_FILES[checkpoint or "final"]
         file = path / name
         if not file.is_file():
