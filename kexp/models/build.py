@@ -36,6 +36,9 @@ def build_model(spec: ModelSpec) -> tuple[Any, list[Adaptation]]:
     Raises:
         ConfigError: located at the layer or key that Keras refused.
     """
+    from kexp._tf import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     if spec.kind == "sequential":
