@@ -25,6 +25,7 @@ def runs(
                                     "runs/<name>, or one run)."),
 ) -> None:
     """List runs: name, start, status, epochs, best validation metrics, duration."""
+    from rich import box
     from rich.console import Console
     from rich.table import Column, Table
 
@@ -37,9 +38,12 @@ def runs(
     if not found:
         typer.echo(f"no runs under {runs_dir}")
         return
-    table = Table("started", "status", "epochs", "best val_loss", "best val metric",
-                  "duration")
-    table.columns.insert(0, Column("run", no_wrap=True, overflow="fold"))
+    # Short columns never wrap, so the table stays legible at 80 columns (a pipe).
+    fixed = {"no_wrap": True}
+    table = Table(Column("run", overflow="fold"), Column("started", **fixed),
+                  Column("status", **fixed), Column("epochs", **fixed), "best val_loss",
+                  Column("best val metric", overflow="fold"), Column("duration", **fixed),
+                  box=box.SIMPLE_HEAD)
     for path in found:
         row = _summarize(path)
         table.add_row(_label(path, runs_dir), row.started, row.status, row.epochs,
@@ -147,7 +151,7 @@ def _text(value: Any) -> str:
 
 def _when(started: Any) -> str:
     try:
-        return dt.datetime.fromisoformat(str(started)).strftime("%Y-%m-%d %H:%M")
+        return dt.datetime.fromisoformat(str(started)).strftime("%m-%d %H:%M")
     except ValueError:
         return "-"
 
