@@ -129,6 +129,16 @@ def test_make_strategy_rejects_options_before_starting_tensorflow(kwargs, where)
     assert where in str(info.value)
 
 
+def test_mirrored_devices_must_exist():
+    # Runs TensorFlow in this process: only with its default single CPU device.
+    with pytest.raises(ConfigError, match=r"distribute.devices\[1\]: no such device .*'/gpu:7'"):
+        distribute.make_strategy("mirrored", ["/cpu:0", "/gpu:7"])
+    with pytest.raises(ConfigError, match=r"distribute.devices\[0\]: not a device name"):
+        distribute.make_strategy("mirrored", ["bogus"])
+    with pytest.raises(ConfigError, match="must be made before TensorFlow starts"):
+        distribute.make_strategy("mirrored", ["/cpu:0", "/cpu:63"])
+
+
 # --------------------------------------------------------------------------- ports
 
 
