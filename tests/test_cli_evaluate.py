@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -276,3 +278,31 @@ def test_predict_rejects_an_unknown_output_format(runs, tmp_path):
     result = _kexp("predict", runs["tiny"], "--input", tmp_path / "x.npz", "-o",
                    tmp_path / "out.txt")
     assert result.exit_code == 2 and ".npz or .csv" in result.output
+
+
+def test_a_fresh_process_imports_the_runs_plugins(tmp_path):
+    """Listing 7.14's subclassed model comes from a plugin file; evaluate and predict find
+    it through the run alone, from another directory, in a process that never imported it."""
+    run = _train(CONFIGS / "listing_7_14_subclassed.yaml", "--runs-dir", tmp_path / "runs",
+                 "--set", "data.num_samples=200")
+    np.savez(tmp_path / "new.npz", **_ticket_inputs(3))
+    script = textwrap.dedent(f"""\
+        import sys
+        from typer.testing import CliRunner
+        from kexp.cli.app import app
+        for args in (["evaluate", {str(run)!r}],
+                     ["predict", {str(run)!r}, "--input", "new.npz", "-o", "p.npz"]):
+            result = CliRunner().invoke(app, args)
+            print(result.output)
+            print("exit", result.exit_code)
+        print("plugins", [m for m in sys.modules if m.startswith("kexp_plugins.tickets")])
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.stdout.count("exit 0") == 2, done.stdout + done.stderr
+    assert "plugins ['kexp_plugins.tickets_" in done.stdout
+    record = json.loads((run / "evaluation.json").read_text())
+    last = _history(run)[-1]
+    assert record["metrics"]["loss"] == pytest.approx(float(last["val_loss"]), abs=1e-4)
+    out = np.load(tmp_path / "p.npz")
+    assert out["priority"].shape == (3, 1) and out["department"].shape == (3, 4)
