@@ -366,7 +366,8 @@ def launch_local_workers(argv: list[str], n: int, *, grace_period: float = 60.0)
     the cluster cannot go on without it.
 
     Args:
-        argv: the command, e.g. ``[sys.executable, "-m", "kexp", "train", "cfg.yaml"]``.
+        argv: the command, e.g.
+            ``[sys.executable, "-m", "kexp.cli.app", "train", "cfg.yaml"]``.
         n: number of workers.
         grace_period: seconds between SIGTERM and SIGKILL.
 
