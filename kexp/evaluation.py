@@ -338,13 +338,17 @@ def _npz_inputs(file: Path, inputs: list[_Input] | None, cfg: Config) -> Arrays:
             available = list(archive.files)
     except (OSError, ValueError) as exc:
         raise DataError(f"{display_path(file)}: not a readable .npz file ({exc}).") from None
+    features = cfg.data.args.get("features") if cfg.data.type == "npz" else None
     if inputs is not None and len(inputs) > 1:
-        missing = [i.name for i in inputs if i.name not in available]
+        # An input's array: named like the input, or as the config's {input: array} maps it.
+        aliases = features if isinstance(features, dict) else {}
+        selection = {i.name: i.name if i.name in available else aliases.get(i.name)
+                     for i in inputs}
+        missing = [name for name, array in selection.items() if array not in available]
         if missing:
             raise DataError(_mismatch(file, inputs, {n: None for n in available},
                                       f"missing {', '.join(missing)}"))
-        return load_npz(file, [i.name for i in inputs]).x
-    features = cfg.data.args.get("features") if cfg.data.type == "npz" else None
+        return load_npz(file, selection).x
     candidates = [inputs[0].name] if inputs else []
     candidates += [features] if isinstance(features, str) else []
     candidates += ["x"]

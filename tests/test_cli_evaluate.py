@@ -306,3 +306,33 @@ def test_a_fresh_process_imports_the_runs_plugins(tmp_path):
     assert record["metrics"]["loss"] == pytest.approx(float(last["val_loss"]), abs=1e-4)
     out = np.load(tmp_path / "p.npz")
     assert out["priority"].shape == (3, 1) and out["department"].shape == (3, 4)
+
+
+def test_predict_takes_npz_arrays_by_input_name_or_by_the_configs_mapping(tmp_path):
+    rng = np.random.default_rng(2)
+    xa, xb = rng.normal(size=(80, 2)), rng.normal(size=(80, 3))
+    np.savez(tmp_path / "pair.npz", xa=xa, xb=xb, y=xa.sum(axis=1) - xb.sum(axis=1))
+    (tmp_path / "pair.yaml").write_text(textwrap.dedent("""\
+        name: pair
+        data: {type: npz, path: pair.npz, features: {a: xa, b: xb}, targets: y,
+               validation_split: 0.25}
+        model:
+          type: functional
+          inputs: [{name: a, shape: [2]}, {name: b, shape: [3]}]
+          layers:
+            - {type: Concatenate, name: both, inputs: [a, b]}
+            - {type: Dense, units: 1, name: out}
+          outputs: out
+        compile: {optimizer: adam, loss: mse}
+        train: {epochs: 1}
+        """))
+    run = _train(tmp_path / "pair.yaml", "--runs-dir", tmp_path / "runs")
+    by_config = _kexp("predict", run, "--input", tmp_path / "pair.npz", "-o", tmp_path / "c.npz")
+    assert by_config.exit_code == 0, by_config.output
+    np.savez(tmp_path / "named.npz", a=xa[:5], b=xb[:5])
+    by_name = _kexp("predict", run, "--input", tmp_path / "named.npz", "-o", tmp_path / "n.npz")
+    assert by_name.exit_code == 0, by_name.output
+    first = np.load(tmp_path / "c.npz")["predictions"]
+    assert first.shape == (80, 1)
+    np.testing.assert_allclose(np.load(tmp_path / "n.npz")["predictions"], first[:5],
+                               rtol=1e-5)
