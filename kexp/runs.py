@@ -12,6 +12,10 @@ crash every file present parses.
 | model.keras | the final model |
 | metrics.json | final train / validation / test metrics |
 | summary.txt | the model summary |
+| state/epoch-<k>/ | what ``kexp train --resume`` continues from (``kexp.training.resume``) |
+
+A training process holds an exclusive lock on ``<run>/.lock`` (``Run.lock``); the OS releases
+it when the process ends, however it ends, so a run whose lock is free is not being trained.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,8 @@ __all__ = [
     "Run",
     "atomic_write",
     "atomic_path",
+    "fsync_dir",
+    "clean_temporaries",
     "read_run",
     "read_run_plugins",
     "find_runs",
@@ -72,19 +78,31 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable (a no-op where unsupported)."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def clean_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the temporary files ``atomic_path`` leaves behind when its process is killed
+    mid-write (``.<stem>.<random>.tmp<suffix>``); returns what was removed."""
+    removed = []
+    for path in Path(run_dir).rglob(".*.tmp*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def versions() -> dict[str, str]:
@@ -103,6 +121,7 @@ class Run:
     """A run directory and the ``run.json`` that tells its state."""
 
     path: Path
+    _lock_fd: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def create(cls, runs_dir: Path, name: str) -> Run:
@@ -122,6 +141,31 @@ class Run:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def lock(self) -> bool:
+        """Take the run's exclusive lock for this process; False when another process holds
+        it (that process is training the run). Released by ``unlock`` or when the process
+        ends, even by ``kill -9``."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; nothing to guard with
+            return True
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        """Release the lock taken by ``lock`` (closing the descriptor releases it)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.path / name, text)

@@ -1,6 +1,7 @@
 """The callbacks of a run: the user's (by name, from the config) and the ones every run gets
-(history CSV, TensorBoard logs, last/best checkpoints, progress display, a non-finite loss
-guard). Both training loops drive the same list through Keras's ``CallbackList``.
+(history CSV, TensorBoard logs, last/best checkpoints, progress display, a guard against
+non-finite losses and weights). Both training loops drive the same list through Keras's
+``CallbackList``.
 
 kexp's own callbacks are written for chunked batch hooks (Keras's ``steps_per_execution``
 contract), so they never force per-batch execution.
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,14 @@ __all__ = [
     "RunRecorder",
     "resolve_monitor",
     "read_history",
+    "save_model",
+    "checkpoint_info",
 ]
 
 # Callback arguments that name files: relative values resolve inside the run directory.
 _PATH_ARGS = ("filepath", "filename", "log_dir", "file", "path", "backup_dir")
+
+_INFO_ENTRY = "kexp.json"
 
 
 def build_user_callbacks(specs: list[Component], run_dir: Path) -> list[keras.callbacks.Callback]:
@@ -99,17 +106,19 @@ def _finite(logs: dict[str, Any] | None, key: str = "loss") -> bool:
 class HistoryCSV(keras.callbacks.Callback):
     """``history.csv``: one row per epoch (0-based ``epoch`` column, as Keras's ``CSVLogger``
     writes it), every metric, and the learning rate. The whole file is rewritten atomically
-    each epoch, so a crash never leaves half a row; rows from an earlier part of a resumed run
-    are kept and rows of epochs being redone are dropped."""
+    each epoch, so a crash never leaves half a row. A resumed run passes the file's rows and
+    the epoch it resumes at: earlier rows are kept, rows of epochs being redone are dropped.
+    (``initial_epoch`` is an argument because Keras does not pass it to callbacks.)"""
 
-    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None):
+    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None,
+                 initial_epoch: int = 0):
         super().__init__()
         self.path = path
         self.rows = list(rows or [])
+        self.initial_epoch = initial_epoch
 
     def on_train_begin(self, logs=None):
-        start = self.params.get("initial_epoch", 0) if self.params else 0
-        self.rows = [r for r in self.rows if int(r["epoch"]) < start]
+        self.rows = [r for r in self.rows if int(r["epoch"]) < self.initial_epoch]
 
     def on_epoch_end(self, epoch, logs=None):
         row: dict[str, Any] = {"epoch": epoch, **{k: _number(v) for k, v in (logs or {}).items()}}
@@ -156,8 +165,10 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 class RunCheckpoints(keras.callbacks.Callback):
     """``checkpoints/last.keras`` after every epoch and ``checkpoints/best.keras`` when the
     monitored metric improves; both written atomically, neither from non-finite weights.
-    ``best`` is the best value so far (restored on resume, so a restart never replaces the
-    best model with a worse one)."""
+    Each file records its epoch (and ``best.keras`` its monitored value) in its ``kexp.json``
+    entry (``checkpoint_info``). ``best`` is the best value so far: a resumed run passes the
+    value recorded in ``best.keras`` itself, so a restart never replaces the best model with
+    a worse one, even if the run was killed between saving it and saving its state."""
 
     def __init__(self, run: Run, monitor: str, mode: str = "auto",
                  best: float | None = None):
@@ -171,14 +182,15 @@ class RunCheckpoints(keras.callbacks.Callback):
         logs = logs or {}
         if not _finite(logs) or not _weights_finite(self.model):
             return
-        save_model(self.model, self.run.file("checkpoints/last.keras"))
+        save_model(self.model, self.run.file("checkpoints/last.keras"), {"epoch": epoch})
         value = logs.get(self.monitor)
         if value is None or not math.isfinite(float(value)):
             return
         value = float(value)
         if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
             self.best = value
-            save_model(self.model, self.run.file("checkpoints/best.keras"))
+            save_model(self.model, self.run.file("checkpoints/best.keras"),
+                       {"epoch": epoch, "monitor": self.monitor, "value": value})
 
 
 def _higher_is_better(monitor: str) -> bool:
@@ -192,15 +204,32 @@ def _weights_finite(model: Any) -> bool:
     return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
 
 
-def save_model(model: Any, path: Path) -> None:
-    """``model.save`` to a temporary file beside ``path``, then an atomic rename."""
+def save_model(model: Any, path: Path, info: dict[str, Any] | None = None) -> None:
+    """``model.save`` to a temporary file beside ``path``, then an atomic rename. ``info``
+    goes into the archive as ``kexp.json`` (Keras ignores entries it does not know), so it
+    can never disagree with the model it describes."""
     with atomic_path(path) as tmp:
         model.save(tmp)
+        if info is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(_INFO_ENTRY, json.dumps(info))
+
+
+def checkpoint_info(path: Path) -> dict[str, Any] | None:
+    """The ``kexp.json`` entry of a ``.keras`` file written by ``save_model`` (None when the
+    file or the entry is missing or unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(_INFO_ENTRY))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops training at the first NaN or Inf loss and remembers why (the engine marks the
-    run failed; the last checkpoint, saved from finite weights, is kept)."""
+    """Stops training at the first NaN or Inf loss, or at the end of an epoch that left a
+    weight NaN or Inf (a ReLU can hide a NaN weight from the loss), and remembers why: the
+    engine marks the run failed; the last checkpoint and state, saved from finite weights,
+    are kept."""
 
     def __init__(self):
         super().__init__()
@@ -209,9 +238,12 @@ class NonFiniteGuard(keras.callbacks.Callback):
     def _check(self, logs: dict[str, Any] | None, where: str) -> None:
         for key, value in (logs or {}).items():
             if "loss" in key and value is not None and not math.isfinite(float(value)):
-                self.reason = f"{key} became {float(value)} {where}"
-                self.model.stop_training = True
+                self._stop(f"{key} became {float(value)} {where}")
                 return
+
+    def _stop(self, reason: str) -> None:
+        self.reason = reason
+        self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
         if self.reason is None:
@@ -223,6 +255,19 @@ class NonFiniteGuard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.reason is None:
             self._check(logs, f"in epoch {epoch}")
+        if self.reason is None:
+            bad = _first_non_finite_weight(self.model)
+            if bad:
+                self._stop(f"weight {bad!r} became NaN or Inf in epoch {epoch}")
+
+
+def _first_non_finite_weight(model: Any) -> str:
+    import numpy as np
+
+    for weight in model.weights:
+        if not np.isfinite(keras.ops.convert_to_numpy(weight)).all():
+            return weight.path
+    return ""
 
 
 class RunRecorder(keras.callbacks.Callback):

@@ -7,6 +7,11 @@ Order matters for "nothing written on a config error": data is read, the model b
 checked against the data, before the run directory exists; what needs the directory (the
 user's callbacks, whose relative paths land in it) is set up right after, and the directory
 is removed again if that set-up fails.
+
+``resume`` continues a run in its own directory from its newest saved state
+(``kexp.training.resume``): the same data, model and compile steps, then ``fit`` /
+``fit_custom`` from the saved epoch with the state put back by the ``RunState`` callback.
+A process holds the run's lock (``Run.lock``) while it trains it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,7 @@ from kexp.config.schema import Config
 from kexp.errors import KexpError, TrainingError
 from kexp.runs import Run, now, versions
 
-__all__ = ["train", "TrainOptions", "config_hash"]
+__all__ = ["train", "resume", "TrainOptions", "config_hash"]
 
 SMOKE_STEPS = 2
 
@@ -47,37 +53,89 @@ def config_hash(cfg: Config) -> str:
 
 
 def train(cfg: Config, options: TrainOptions = TrainOptions()) -> Run:
-    """Train as ``cfg`` says; return the run. Prints the run directory at the end.
+    """Train as ``cfg`` says; return the run.
 
     Raises:
         ConfigError, DataError: before anything is written.
         TrainingError: the run failed (marked ``failed`` in run.json, with the reason).
         KeyboardInterrupt: Ctrl-C or SIGTERM (the run is marked ``interrupted``).
     """
+    _seed(cfg)
+    splits, model = _data_and_model(cfg)
+    runs_dir = Path(cfg.runs_dir) / ("_smoke" if options.smoke else "")
+    run = Run.create(runs_dir, cfg.run_name())
+    run.lock()  # a new directory: nobody else can hold it
+    try:
+        try:
+            job = _prepare(cfg, options, run, model, splits)
+            _record_start(cfg, options, run, model, job)
+        except (KexpError, KeyboardInterrupt):
+            _remove(run)
+            raise
+        _check_data_and_fit(cfg, run, model, splits, job)
+    finally:
+        run.unlock()
+    return run
+
+
+def resume(path: Path, sets: Sequence[str] = (), command: Sequence[str] = ()) -> Run:
+    """Continue an interrupted, killed or failed run from its newest saved state
+    (``kexp train --resume RUN_DIR``); return the run.
+
+    The run's own ``config.yaml`` is used (``sets`` may only change ``train.epochs``, e.g. to
+    extend a completed run). Training restarts at the first epoch that was not saved, with
+    the weights, optimizer, random generators and callback state of the end of the one
+    before; with ``deterministic: true`` the result is bit-identical to an uninterrupted run.
+
+    Raises:
+        ResumeError: the run cannot be resumed (completed, config changed, still being
+            trained by another process, non-finite saved weights); nothing is written.
+        TrainingError, KeyboardInterrupt: as ``train``.
+    """
+    from kexp.training import resume as rs
+
+    plan = rs.plan_resume(Path(path), sets)
+    run, cfg = plan.run, plan.cfg
+    if not run.lock():
+        raise rs.ResumeError(f"cannot resume {run.path}: another process is training it "
+                             f"(it holds {run.file('.lock')})")
+    try:
+        saved = rs.load_state(run.path)
+        start = rs.start_epoch(plan, saved)
+        options = TrainOptions(smoke=bool(plan.info.get("smoke")), command=tuple(command))
+        _seed(cfg)
+        splits, model = _data_and_model(cfg)
+        job = _prepare(cfg, options, run, model, splits,
+                       resumed=_Resumed(start, saved, plan.extended))
+        _record_resume(cfg, options, run, plan, job)
+        print(f"resuming {run.path} at epoch {start} of {job.epochs}"
+              + (f" (from {saved.path.name})" if saved else ""), file=sys.stderr)
+        _check_data_and_fit(cfg, run, model, splits, job)
+    finally:
+        run.unlock()
+    return run
+
+
+def _data_and_model(cfg: Config) -> tuple[Any, Any]:
+    """The data splits, and the model built, checked against them and adapted."""
     from kexp.data.checks import check_against_model
     from kexp.data.load import load_data
+    from kexp.models.build import adapt_layers
 
-    _seed(cfg)
     splits = load_data(cfg)
     model, adaptations = _build(cfg)
     check_against_model(splits, model)
-    from kexp.models.build import adapt_layers
-
     adapt_layers(model, adaptations, splits.train.x)
-    runs_dir = Path(cfg.runs_dir) / ("_smoke" if options.smoke else "")
-    run = Run.create(runs_dir, cfg.run_name())
-    try:
-        job = _prepare(cfg, options, run, model, splits)
-    except (KexpError, KeyboardInterrupt):
-        _remove(run)
-        raise
+    return splits, model
+
+
+def _check_data_and_fit(cfg: Config, run: Run, model: Any, splits: Any, job: _Job) -> None:
     bad = _non_finite(splits)
     if bad:
         # Some models mask a NaN (relu(NaN) is 0 on some CPUs) and would train on garbage.
         run.update(status="failed", ended=now(), reason=f"non-finite data: {bad}")
         raise TrainingError(f"training failed: non-finite data: {bad}\nrun: {run.path}")
     _fit(cfg, run, model, job)
-    return run
 
 
 def _non_finite(splits: Any) -> str:
@@ -116,6 +174,16 @@ def _build(cfg: Config) -> tuple[Any, list]:
     return build_model(cfg.model)
 
 
+@dataclass(frozen=True)
+class _Resumed:
+    """Where a resumed run starts: the epoch, the state to restore (None: epoch 0), and
+    whether ``train.epochs`` was changed."""
+
+    start: int
+    saved: Any
+    extended: bool
+
+
 @dataclass
 class _Job:
     train_ds: Any
@@ -125,19 +193,27 @@ class _Job:
     epochs: int
     callbacks: list
     guard: Any
+    monitor: str
+    start: int = 0
+    # Nothing left to train (resumed after the last epoch, or after a callback stopped
+    # training): the callbacks only begin and end, so the saved state is restored.
+    finished: bool = False
 
 
-def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: Any) -> _Job:
+def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: Any,
+             resumed: _Resumed | None = None) -> _Job:
     from kexp.data.pipeline import eval_dataset, train_dataset
     from kexp.training import callbacks as cb
     from kexp.training.compile import compile_model
+    from kexp.training.resume import RunState, rewind_csv_loggers
 
+    start = resumed.start if resumed else 0
     epochs = 1 if options.smoke else cfg.train.epochs
     steps = SMOKE_STEPS if options.smoke else cfg.train.steps_per_epoch
     batch = cfg.data.batch_size
     train_ds, steps = train_dataset(splits.train, batch_size=batch, seed=cfg.seed,
                                     shuffle=bool(cfg.data.shuffle), epochs=epochs,
-                                    steps_per_epoch=steps)
+                                    initial_epoch=min(start, epochs), steps_per_epoch=steps)
     val_steps = SMOKE_STEPS if options.smoke else None
     val_ds = (eval_dataset(splits.validation, batch_size=batch, steps=val_steps)
               if splits.validation is not None else None)
@@ -145,24 +221,46 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
                if splits.test is not None else None)
 
     user = cb.build_user_callbacks(cfg.train.callbacks, run.path)
+    if resumed:
+        rewind_csv_loggers(user, start)
     compile_model(model, cfg.compile, steps_per_epoch=steps,
                   every_batch=cb.needs_every_batch(user))
     _ensure_built(model, splits.train, batch)
 
     guard = cb.NonFiniteGuard()
     monitor = cb.resolve_monitor(cfg.train.monitor, val_ds is not None)
-    standard: list = [guard, cb.HistoryCSV(run.file("history.csv"))]
+    history = cb.read_history(run.file("history.csv")) if resumed else None
+    standard: list = [guard, cb.HistoryCSV(run.file("history.csv"), history, start)]
     if cfg.train.tensorboard:
         import keras
 
         standard.append(keras.callbacks.TensorBoard(log_dir=str(run.file("logs")),
                                                     write_graph=True))
     if cfg.train.checkpoints:
-        standard.append(cb.RunCheckpoints(run, monitor, cfg.train.mode))
+        standard.append(cb.RunCheckpoints(run, monitor, cfg.train.mode,
+                                          best=_recorded_best(run, monitor) if resumed else None))
     standard.append(cb.RunRecorder(run))
     if cfg.train.progress:
         standard.append(cb.Progress(epochs, steps))
+    callbacks = user + standard
+    # Last: it saves what the others updated, and restores after they reset.
+    callbacks.append(RunState(run.path, callbacks, guard, start=start if resumed else None,
+                              saved=resumed.saved if resumed else None))
+    finished = bool(resumed) and (start >= epochs or (
+        resumed.saved is not None and resumed.saved.stopped and not resumed.extended))
+    return _Job(train_ds, val_ds, test_ds, steps, epochs, callbacks, guard, monitor,
+                start, finished)
 
+
+def _recorded_best(run: Run, monitor: str) -> float | None:
+    """The monitored value ``checkpoints/best.keras`` records (None without one)."""
+    from kexp.training.callbacks import checkpoint_info
+
+    info = checkpoint_info(run.file("checkpoints/best.keras"))
+    return float(info["value"]) if info and info.get("monitor") == monitor else None
+
+
+def _record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, job: _Job) -> None:
     from kexp.models.inspect import summary_text
 
     run.write_yaml("config.yaml", cfg.to_yaml_dict())
@@ -178,13 +276,27 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
         "deterministic": cfg.deterministic,
         "loop": cfg.train.loop,
         "smoke": options.smoke,
-        "epochs": epochs,
-        "monitor": monitor,
+        "epochs": job.epochs,
+        "monitor": job.monitor,
         "plugins": list(cfg.plugins),
         "versions": versions(),
         "epochs_completed": 0,
     })
-    return _Job(train_ds, val_ds, test_ds, steps, epochs, user + standard, guard)
+
+
+def _record_resume(cfg: Config, options: TrainOptions, run: Run, plan: Any, job: _Job) -> None:
+    """run.json (and, when ``train.epochs`` changed, config.yaml): running again, and when
+    from which epoch."""
+    info = run.info()
+    for stale in ("ended", "reason", "final_metrics"):
+        info.pop(stale, None)
+    info.update(status="running", epochs=job.epochs, epochs_completed=job.start,
+                resumed=[*info.get("resumed", []),
+                         {"at": now(), "epoch": job.start, "command": list(options.command)}])
+    if plan.extended:
+        run.write_yaml("config.yaml", cfg.to_yaml_dict())
+        info["config_hash"] = config_hash(cfg)
+    run.write_json("run.json", info)
 
 
 def _ensure_built(model: Any, split: Any, batch: int) -> None:
@@ -204,7 +316,7 @@ def _fit(cfg: Config, run: Run, model: Any, job: _Job) -> None:
     started = time.perf_counter()
     try:
         with _sigterm_as_interrupt():
-            history = _loop(cfg, model, job)
+            history = _end_only(model, job) if job.finished else _loop(cfg, model, job)
     except KeyboardInterrupt:
         run.update(status="interrupted", ended=now(), reason="interrupted (Ctrl-C or SIGTERM)",
                    duration_seconds=round(time.perf_counter() - started, 3))
@@ -215,7 +327,7 @@ def _fit(cfg: Config, run: Run, model: Any, job: _Job) -> None:
                    duration_seconds=round(time.perf_counter() - started, 3))
         raise TrainingError(f"training failed: {reason}\nrun: {run.path}") from exc
     if job.guard.reason:
-        reason = f"non-finite loss: {job.guard.reason}"
+        reason = f"non-finite values: {job.guard.reason}"
         run.update(status="failed", ended=now(), reason=reason,
                    duration_seconds=round(time.perf_counter() - started, 3))
         raise TrainingError(f"training failed: {reason}; the last finite checkpoint is kept\n"
@@ -224,8 +336,8 @@ def _fit(cfg: Config, run: Run, model: Any, job: _Job) -> None:
 
 
 def _loop(cfg: Config, model: Any, job: _Job) -> Any:
-    kwargs = dict(epochs=job.epochs, steps_per_epoch=job.steps, validation_data=job.val_ds,
-                  callbacks=job.callbacks)
+    kwargs = dict(epochs=job.epochs, initial_epoch=job.start, steps_per_epoch=job.steps,
+                  validation_data=job.val_ds, callbacks=job.callbacks)
     if cfg.train.loop == "custom":
         from kexp.training.custom_loop import fit_custom
 
@@ -233,11 +345,27 @@ def _loop(cfg: Config, model: Any, job: _Job) -> Any:
     return model.fit(job.train_ds, verbose=0, shuffle=False, **kwargs)
 
 
+def _end_only(model: Any, job: _Job) -> None:
+    """A resumed run with no epoch left: begin and end the callbacks, so the saved state
+    is restored and end-of-training work (``EarlyStopping(restore_best_weights)``) is done."""
+    import keras
+
+    callbacks = keras.callbacks.CallbackList(job.callbacks, model=model, epochs=job.epochs,
+                                             steps=job.steps)
+    callbacks.on_train_begin()
+    callbacks.on_train_end()
+
+
 def _finish(run: Run, model: Any, job: _Job, history: Any, seconds: float) -> None:
-    from kexp.training.callbacks import save_model
+    from kexp.training.callbacks import read_history, save_model
 
     save_model(model, run.file("model.keras"))
-    last = {k: float(v[-1]) for k, v in history.history.items() if v}
+    ran = len(history.epoch) if history is not None else 0
+    if ran:
+        last = {k: float(v[-1]) for k, v in history.history.items() if v}
+    else:  # nothing trained in this process: the last epoch on record
+        rows = read_history(run.file("history.csv"))
+        last = {k: float(v) for k, v in (rows[-1] if rows else {}).items() if k != "epoch"}
     metrics = {
         "train": {k: v for k, v in last.items() if not k.startswith("val_")},
         "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_")},
@@ -247,7 +375,7 @@ def _finish(run: Run, model: Any, job: _Job, history: Any, seconds: float) -> No
         metrics["test"] = {k: float(v) for k, v in result.items()}
     run.write_json("metrics.json", metrics)
     run.update(status="completed", ended=now(), duration_seconds=round(seconds, 3),
-               final_metrics=metrics, epochs_completed=len(history.epoch))
+               final_metrics=metrics, epochs_completed=job.start + ran)
 
 
 @contextmanager
