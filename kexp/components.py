@@ -9,6 +9,7 @@ keyword arguments plus any run-time ones, and turns a constructor's complaint in
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kexp.config.schema import Component
@@ -39,7 +40,19 @@ def build(comp: Component, *registries: Registry, skip: tuple[str, ...] = (),
     for Keras's ``compile`` to resolve as it always does.
     """
     args = {k: v for k, v in comp.args.items() if k not in skip}
-    return build_value(comp.type, args, registries, comp.path, comp.where, **runtime)
+    try:
+        return build_value(comp.type, args, registries, comp.path, comp.where, **runtime)
+    except ConfigError as exc:
+        raise ConfigError([_at_key(p, comp) for p in exc.problems]) from None
+
+
+def _at_key(problem: Problem, comp: Component) -> Problem:
+    """A problem with one of the component's arguments, located at that argument's line."""
+    prefix = f"{comp.path}."
+    if problem.where != comp.where or not comp.path or not problem.path.startswith(prefix):
+        return problem
+    where = comp.where_of(problem.path.removeprefix(prefix))
+    return Problem(problem.path, problem.message, where, problem.suggestion)
 
 
 def build_value(name: str, args: dict[str, Any], registries: tuple[Registry, ...], path: str,
@@ -59,8 +72,11 @@ def build_value(name: str, args: dict[str, Any], registries: tuple[Registry, ...
         return entry.load()(**kwargs, **runtime)
     except ConfigError:
         raise
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(Problem(path, f"{name}: {_first_line(exc)}", where)) from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        message = _first_line(exc)
+        arg = _argument_named(message, args)
+        path = f"{path}.{arg}" if arg else path
+        raise ConfigError(Problem(path, f"{name}: {message}", where)) from None
 
 
 def _resolve(name: str, registries: tuple[Registry, ...]) -> tuple[Entry | None, Registry]:
@@ -95,6 +111,13 @@ def _build_nested(arg: str, value: Any, path: str, where: str) -> Any:
         if entry is not None and entry.obj is not None and not isinstance(entry.obj, type):
             return entry.obj  # a registered schedule function, passed as the function itself
     return value
+
+
+def _argument_named(message: str, args: dict[str, Any]) -> str:
+    """The one given argument a constructor's complaint names (Keras writes `units` or
+    units=-3), so the error points at the bad value; '' when it names none or several."""
+    named = [a for a in args if re.search(rf"`{re.escape(a)}`|\b{re.escape(a)}=", message)]
+    return named[0] if len(named) == 1 else ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -39,7 +39,9 @@ def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
     if plugins:
         listed = loaded.data.setdefault("plugins", [])
         if isinstance(listed, list):
-            listed.extend(str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins)
+            for plugin in plugins:
+                loaded.sources.marks[("plugins", len(listed))] = f"--plugin {plugin}"
+                listed.append(str(Path(plugin).resolve()) if plugin.endswith(".py") else plugin)
     _import_plugins(loaded)
     try:
         cfg = Config.model_validate(loaded.data)
@@ -93,7 +95,7 @@ def _import_plugins(loaded: Loaded) -> None:
 def _locate_components(value: Any, path: tuple, sources: SourceMap) -> None:
     """Tell each component where it is in the config, for errors raised while building it."""
     if isinstance(value, Component):
-        value.locate(format_path(path), sources.where(path))
+        value.locate(format_path(path), sources.where(path), sources)
     if isinstance(value, BaseModel):
         for name, field in type(value).model_fields.items():
             _locate_components(getattr(value, name, None), (*path, field.alias or name), sources)

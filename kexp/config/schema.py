@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from kexp.config.load import parse_path
+
 __all__ = [
     "Component",
     "Node",
@@ -54,6 +56,7 @@ class Component(BaseModel):
     type: str
     _path: str = PrivateAttr(default="")
     _where: str = PrivateAttr(default="")
+    _sources: Any = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -84,8 +87,19 @@ class Component(BaseModel):
     def where(self) -> str:
         return self._where
 
-    def locate(self, path: str, where: str) -> None:
-        self._path, self._where = path, where
+    def locate(self, path: str, where: str, sources: Any = None) -> None:
+        self._path, self._where, self._sources = path, where, sources
+
+    def where_of(self, key: str) -> str:
+        """Where one of this component's keys (``units``, ``kernel_regularizer.l2``) was
+        written (``file:line:col``), else where the component was."""
+        if self._sources is None or not self._path:
+            return self._where
+        try:
+            path = (*parse_path(self._path), *parse_path(key))
+        except ValueError:
+            return self._where
+        return self._sources.where(path) or self._where
 
 
 class Node(Component):

@@ -8,6 +8,7 @@ with its keyword arguments.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from kexp.config.schema import ModelSpec
 from kexp.errors import ConfigError, Problem
 from kexp.models.base import BaseError, describe_base, load_base
 from kexp.models.graph import plan_graph
+from kexp.plugins import PluginError
 from kexp.registry import LAYERS, MODELS
 
 __all__ = ["build_model", "Adaptation", "adapt_layers", "has_graph"]
@@ -50,7 +52,8 @@ def build_model(spec: ModelSpec) -> tuple[Any, list[Adaptation]]:
     if not isinstance(model, keras.Model):
         model = keras.Sequential([model], name=spec.name or f"{spec.type.lower()}_model")
     if spec.input_shape is not None:
-        _call(model.build, "model.input_shape", (None, *spec.input_shape))
+        _call(model.build, "model.input_shape", spec.where_of("input_shape"),
+              (None, *spec.input_shape))
     return model, []
 
 
@@ -69,7 +72,7 @@ def _sequential(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
     adapt = []
     for node in spec.layers or []:
         layer = build(node, LAYERS, MODELS)
-        _call(model.add, node.path, layer)
+        _call(model.add, node.path, node.where, layer)
         if node.adapt:
             adapt.append(Adaptation(layer, None))
     return model, adapt
@@ -100,7 +103,8 @@ def _functional(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
         node = graph_node.node
         layer = build(node, LAYERS, MODELS)
         args = [tensors[ref] for ref in graph_node.inputs]
-        tensors[graph_node.key] = _call(layer, node.path, args[0] if len(args) == 1 else args)
+        tensors[graph_node.key] = _call(layer, node.path, node.where,
+                                        args[0] if len(args) == 1 else args)
         if node.adapt:
             adapt.append(Adaptation(layer, args[0] if len(args) == 1 else None))
     model_inputs = list(inputs.values()) if len(inputs) > 1 else next(iter(inputs.values()))
@@ -112,9 +116,9 @@ def _functional(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
     if spec.class_ is not None:
         entry = MODELS.get(spec.class_)
         cls = entry.load()
-        return _call(cls, "model.class", inputs=model_inputs, outputs=model_outputs,
-                     **name), adapt
-    return _call(keras.Model, "model", inputs=model_inputs, outputs=model_outputs,
+        return _call(cls, "model.class", spec.where_of("class"), inputs=model_inputs,
+                     outputs=model_outputs, **name), adapt
+    return _call(keras.Model, "model", spec.where, inputs=model_inputs, outputs=model_outputs,
                  **name), adapt
 
 
@@ -124,8 +128,8 @@ def _load_base(spec: ModelSpec) -> tuple[Any, Any]:
         if info.run_dir is not None:
             _import_run_plugins(info.run_dir)
         return load_base(info), info
-    except BaseError as exc:
-        raise ConfigError(Problem("model.base", str(exc))) from None
+    except (BaseError, PluginError) as exc:
+        raise ConfigError(Problem("model.base", str(exc), spec.where_of("base"))) from None
 
 
 def _import_run_plugins(run_dir: Any) -> None:
@@ -137,13 +141,21 @@ def _import_run_plugins(run_dir: Any) -> None:
         import_plugin(plugin)
 
 
-def _call(fn: Any, path: str, *args: Any, **kwargs: Any) -> Any:
-    """Call into Keras; a refusal becomes a config error at ``path``."""
+def _call(fn: Any, path: str, where: str, *args: Any, **kwargs: Any) -> Any:
+    """Call into Keras; a refusal becomes a config error at ``path`` (written at ``where``)."""
     try:
         return fn(*args, **kwargs)
     except (TypeError, ValueError) as exc:
-        text = str(exc).strip().splitlines()
-        raise ConfigError(Problem(path, text[0] if text else type(exc).__name__)) from None
+        raise ConfigError(Problem(path, _keras_message(exc), where)) from None
+
+
+def _keras_message(exc: Exception) -> str:
+    """The line of a Keras error that says what is wrong: a layer's complaint comes wrapped
+    in "Exception encountered when calling X.call()" and bold terminal codes."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines
+             if line and not line.startswith("Exception encountered when calling")]
+    return lines[0] if lines else type(exc).__name__
 
 
 def adapt_layers(model: Any, adaptations: list[Adaptation], features: Any) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp.config.schema import Config
-from kexp.errors import ConfigError, KexpError
+from kexp.errors import ConfigError, KexpError, Problem
 
 __all__ = ["built_model", "summary_text", "plot_model"]
 
@@ -33,12 +33,12 @@ def built_model(cfg: Config) -> tuple[Any, str]:
         return model, (f"The model has no weights yet: it is built from the first batch of data, "
                        f"and the data could not be read ({exc}). Declare `input_shape:` to see "
                        "its parameters without data.")
-    _build_on_dummy_batch(model, shapes)
+    _build_on_dummy_batch(model, shapes, cfg.model.where)
     return model, ("Built on a dummy batch shaped like the config's data (the model declares "
                    "no input shape).")
 
 
-def _build_on_dummy_batch(model: Any, shapes: Any) -> None:
+def _build_on_dummy_batch(model: Any, shapes: Any, where: str) -> None:
     import numpy as np
 
     def zeros(shape: tuple) -> Any:
@@ -48,8 +48,8 @@ def _build_on_dummy_batch(model: Any, shapes: Any) -> None:
     try:
         model(batch, training=False)
     except Exception as exc:  # the model's own call failed on data of the config's shape
-        raise ConfigError(f"model: calling the model on a batch shaped like the data failed: "
-                          f"{str(exc).splitlines()[0]}") from None
+        raise ConfigError(Problem("model", "calling the model on a batch shaped like the data "
+                                  f"failed: {str(exc).splitlines()[0]}", where)) from None
 
 
 def summary_text(model: Any) -> str:
