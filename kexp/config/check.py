@@ -5,20 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from kexp.config.errors import closest
+from kexp.config.errors import closest, describe_value
 from kexp.config.load import format_path, parse_path
 from kexp.config.schema import Component, Config, ModelSpec
 from kexp.errors import Problem
 from kexp.models.base import BaseError, describe_base
 from kexp.models.graph import plan_graph
 from kexp.registry import (
+    ACTIVATIONS,
     CALLBACKS,
+    CONSTRAINTS,
     DATASETS,
+    INITIALIZERS,
     LAYERS,
     LOSSES,
     METRICS,
     MODELS,
     OPTIMIZERS,
+    REGULARIZERS,
     Entry,
     Registry,
     registry_for_argument,
@@ -28,6 +32,14 @@ __all__ = ["check_config", "check_component", "model_output_names"]
 
 # Keys of a dataset component that kexp handles itself (not passed to the dataset function).
 _DATA_OPTIONS = ("batch_size", "validation_split", "validation", "test", "shuffle", "cache")
+# Kinds of argument Keras resolves from a name or a mapping only (a number is no activation),
+# with an example name for the message.
+_NAMES_ONLY = {
+    ACTIVATIONS.kind: "an activation name (e.g. relu)",
+    INITIALIZERS.kind: "an initializer name (e.g. he_normal)",
+    REGULARIZERS.kind: "a regularizer name (e.g. L2)",
+    CONSTRAINTS.kind: "a constraint name (e.g. NonNeg)",
+}
 
 
 def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]:
@@ -70,7 +82,21 @@ def _check_compile(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:
     problems += _check_per_output(cfg.compile.metrics, "compile.metrics", METRICS, outputs)
     if isinstance(cfg.compile.loss_weights, dict) and outputs:
         problems += _check_output_keys(cfg.compile.loss_weights, "compile.loss_weights", outputs)
-    return problems
+    return problems + _check_weight_count(cfg.compile.loss, cfg.compile.loss_weights)
+
+
+def _check_weight_count(loss: Any, weights: Any) -> list[Problem]:
+    """Keras weighs the losses one to one: as many weights as losses (it fails only when
+    training starts)."""
+    if loss is None or weights is None:
+        return []
+    losses = 1 if isinstance(loss, Component) else len(loss)
+    if len(weights) == losses:
+        return []
+    return [Problem("compile.loss_weights",
+                    f"{len(weights)} weight{'s' if len(weights) != 1 else ''} for {losses} "
+                    f"loss{'es' if losses != 1 else ''}: "
+                    "`loss_weights` needs one weight per loss in `compile.loss`")]
 
 
 def _locate(problem: Problem, cfg: Config) -> Problem:
@@ -140,6 +166,9 @@ def _check_nested(arg: str, value: Any, path: str) -> list[Problem]:
     if isinstance(value, str) and registry.keras_kind not in ("layers", "models"):
         if registry.get(value) is None:
             return [_unknown(value, (registry,), path)]
+    if registry.kind in _NAMES_ONLY and not isinstance(value, (str, dict, type(None))):
+        return [Problem(path, f"expected {_NAMES_ONLY[registry.kind]} or a mapping with "
+                              f"`type:`; received {describe_value(value)}")]
     return []
 
 
@@ -160,6 +189,9 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
                      for k in spec.args]
     if spec.kind == "class":
         return problems + check_component(spec, (MODELS, LAYERS))
+    if spec.kind == "sequential" and not spec.layers:
+        problems.append(Problem("model.layers", "a sequential model needs at least one layer, "
+                                "e.g. [{type: Dense, units: 1}]"))
     for node in spec.layers or []:
         problems += check_component(node, (LAYERS, MODELS))
         if spec.kind == "sequential" and node.inputs is not None:

@@ -34,34 +34,87 @@ def describe_value(value: Any) -> str:
 
 
 def problems_from_validation(error: ValidationError, sources: SourceMap) -> list[Problem]:
-    """One ``Problem`` per pydantic error, located in the YAML."""
-    problems = []
+    """One ``Problem`` per pydantic error, located in the YAML; the errors of the members of
+    one union (``steps_per_execution``: a positive integer or ``auto``) make one problem."""
+    found: list[Problem | tuple] = []
+    unions: dict[tuple, list[tuple[tuple, dict]]] = {}
     for err in error.errors():
-        loc = tuple(p for p in err["loc"] if p not in UNION_TAGS)
-        path = format_path(loc)
-        received = describe_value(err.get("input"))
-        kind = err["type"]
-        suggestion = ""
-        if kind == "extra_forbidden":
-            key = str(loc[-1])
-            allowed = _keys_at(loc[:-1])
-            message = f"unknown key {key!r}"
-            suggestion = closest(key, allowed)
-            if allowed and not suggestion:
-                message += f" (expected one of: {', '.join(sorted(allowed))})"
-        elif kind == "missing":
-            message = "this key is required"
-        elif kind == "literal_error":
-            expected = re.findall(r"'([^']*)'", err["msg"])
-            message = f"expected one of {', '.join(expected)}; received {received}"
-            if isinstance(err.get("input"), str):
-                suggestion = closest(err["input"], expected)
-        else:
-            message = err["msg"].removeprefix("Value error, ")
-            message = _EXPECTED.get(kind, message[:1].lower() + message[1:])
-            message += f"; received {received}"
-        problems.append(Problem(path, message, sources.where(loc), suggestion))
-    return problems
+        loc, union = _config_loc(err["loc"])
+        if union is None:
+            found.append(_problem(err, loc, sources))
+            continue
+        if union not in unions:
+            found.append(union)
+        unions.setdefault(union, []).append((loc, err))
+    return [item if isinstance(item, Problem) else _union_problem(unions[item], sources)
+            for item in found]
+
+
+# How pydantic names the member of a union that failed, in an error's location: ``int``,
+# ``constrained-int``, ``literal['auto']``, ``list[str]``. They are no config keys.
+_MEMBER = re.compile(r"^(?:int|float|str|bool|bytes|none|[a-z-]+\[.*\]|[a-z]+(?:-[a-z]+)+)$")
+
+
+def _config_loc(loc: tuple) -> tuple[tuple, tuple | None]:
+    """The config path of a pydantic error location, and the path of the union whose member
+    failed (None when the error is not in a union's member)."""
+    out: list = []
+    union = None
+    annotation: Any = Config
+    for part in loc:
+        if part in UNION_TAGS:
+            continue
+        if union is None and isinstance(part, str) and _MEMBER.match(part) and len(
+                [m for m in _flatten(annotation) if m is not type(None)]) > 1:
+            union = tuple(out)
+            continue
+        out.append(part)
+        annotation = _step(annotation, part) if annotation is not None else None
+    return tuple(out), union
+
+
+def _union_problem(members: list[tuple[tuple, dict]], sources: SourceMap) -> Problem:
+    """The deepest member errors (``outputs: [1]`` fails inside the list member, which is
+    what the user meant) as one problem: "expected a string, or expected a list"."""
+    depth = max(len(loc) for loc, _ in members)
+    problems = [_problem(err, loc, sources) for loc, err in members if len(loc) == depth]
+    if len(problems) == 1:
+        return problems[0]
+    heads, received = [], ""
+    for problem in problems:
+        head, _, rest = problem.message.partition("; received ")
+        heads.append(head)
+        received = received or rest
+    message = ", or ".join(dict.fromkeys(heads)) + (f"; received {received}" if received else "")
+    suggestion = next((p.suggestion for p in problems if p.suggestion), "")
+    return Problem(problems[0].path, message, problems[0].where, suggestion)
+
+
+def _problem(err: Any, loc: tuple, sources: SourceMap) -> Problem:
+    """One pydantic error at config path ``loc``: what was received, what was expected."""
+    path = format_path(loc)
+    received = describe_value(err.get("input"))
+    kind = err["type"]
+    suggestion = ""
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _keys_at(loc[:-1])
+        message = f"unknown key {key!r}"
+        suggestion = closest(key, allowed)
+        if allowed and not suggestion:
+            message += f" (expected one of: {', '.join(sorted(allowed))})"
+    elif kind == "missing":
+        message = "this key is required"
+    elif kind == "literal_error":
+        expected = re.findall(r"'([^']*)'", err["msg"])
+        message = f"expected one of {', '.join(expected)}; received {received}"
+        if isinstance(err.get("input"), str):
+            suggestion = closest(err["input"], expected)
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+        message = _EXPECTED.get(kind, message[:1].lower() + message[1:])
+        message += f"; received {received}"
+    return Problem(path, message, sources.where(loc), suggestion)
 
 
 _EXPECTED = {

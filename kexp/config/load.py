@@ -184,9 +184,6 @@ def load_merged(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
         ```
     """
     path = path.resolve()
-    if path in _stack:
-        chain = " -> ".join(str(p) for p in (*_stack, path))
-        raise ConfigError(Problem("extends", f"`extends:` forms a cycle: {chain}", str(path)))
     data, sources = load_yaml(path)
     if data is None:
         data = {}
@@ -207,13 +204,16 @@ def load_merged(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     merged: dict[str, Any] = {}
     merged_sources = SourceMap()
     for i, base in enumerate(bases):
-        base_path = path.parent / base
+        base_path = (path.parent / base).resolve()
+        where = sources.where(("extends", i))
         if not base_path.exists():
-            where = sources.where(("extends", i))
             raise ConfigError(Problem(
                 "extends", f"the base config {base!r} does not exist (looked for {base_path})",
                 where,
             ))
+        if base_path in (*_stack, path):
+            chain = " -> ".join(str(p) for p in (*_stack, path, base_path))
+            raise ConfigError(Problem("extends", f"`extends:` forms a cycle: {chain}", where))
         loaded = load_merged(base_path, (*_stack, path))
         _deep_merge(merged, loaded.data, merged_sources, loaded.sources, ())
     _deep_merge(merged, data, merged_sources, sources, ())

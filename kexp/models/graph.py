@@ -84,6 +84,9 @@ def plan_graph(spec: ModelSpec, base_layers: tuple[str, ...] = (),
 
     outputs = spec.outputs if spec.outputs is not None else (keys[-1:] or list(base_outputs))
     outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    if not outputs:
+        problems.append(Problem("model.layers", "a functional model needs at least one layer "
+                                "(or a `base:` model) to have an output"))
     for out in outputs:
         if out not in known:
             problems.append(Problem("model.outputs", f"{out!r} is not a layer of this model",
