@@ -75,8 +75,9 @@ def _label(spec: Selection | None) -> str | None:
 
 
 def _unknown(name: str, available: Sequence[str], kind: str, role: str, source: str) -> DataError:
-    close = difflib.get_close_matches(name, list(available), n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    lowered = {a.lower(): a for a in available}  # `X` for `x` is a likely slip
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    hint = f" Did you mean {lowered[close[0]]!r}?" if close else ""
     return DataError(
         f"{source}: {role} name an unknown {kind} {name!r}. "
         f"The file has {kind}s: {', '.join(available)}.{hint}"

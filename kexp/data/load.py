@@ -5,6 +5,7 @@ from __future__ import annotations
 from kexp.components import build
 from kexp.config.schema import Component, Config
 from kexp.data.splits import Splits, assemble
+from kexp.errors import DataError
 from kexp.registry import DATASETS
 
 __all__ = ["load_data", "DATA_OPTIONS"]
@@ -32,4 +33,10 @@ def load_data(cfg: Config) -> Splits:
 def _load(comp: Component, seed: int, skip: tuple[str, ...] = ()) -> Splits:
     entry = DATASETS.get(comp.type)
     runtime = {"seed": seed} if entry and "seed" in entry.params and "seed" not in comp.args else {}
-    return build(comp, DATASETS, skip=skip, **runtime)
+    try:
+        return build(comp, DATASETS, skip=skip, **runtime)
+    except DataError as exc:
+        # The file names the row; the config says which section named the file.
+        where = comp.where_of("path") if "path" in comp.args else comp.where
+        head = ": ".join(part for part in (where, comp.path) if part)
+        raise DataError(f"{head}: {exc}" if head else str(exc)) from None
