@@ -58,15 +58,20 @@ def _import_file(path: Path) -> ModuleType:
         module_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise PluginError(f"plugin file {path} failed to import: {_describe(exc)}") from None
+        detail = _describe(exc, path)
+        raise PluginError(f"plugin file {path} failed to import: {detail}") from None
     _loaded_files[path] = module
     return module
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, path: Path | None = None) -> str:
+    """The error and the line that raised it: the plugin file's own line when it is in the
+    traceback (a ``register`` refusal is raised inside kexp, called from the plugin)."""
     tb = exc.__traceback__
     line = ""
     while tb is not None:
-        line = f" (line {tb.tb_lineno} of {tb.tb_frame.f_code.co_filename})"
+        filename = tb.tb_frame.f_code.co_filename
+        if path is None or Path(filename) == path or not line:
+            line = f" (line {tb.tb_lineno} of {filename})"
         tb = tb.tb_next
     return f"{type(exc).__name__}: {exc}{line}"

@@ -67,6 +67,10 @@ def describe_base(base: str, checkpoint: str | None = None) -> BaseInfo:
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
         raise BaseError(f"{file} is not a readable .keras model ({exc})") from None
+    lambdas = _python_lambdas(config)
+    if lambdas:
+        names = ", ".join(repr(n) for n in lambdas)
+        raise BaseError(_LAMBDA_REFUSED.format(file=file, what=f"Lambda layer {names}"))
     inner = config.get("config", {})
     layers = tuple(layer.get("config", {}).get("name") or layer.get("name", "")
                    for layer in inner.get("layers", []))
@@ -75,6 +79,26 @@ def describe_base(base: str, checkpoint: str | None = None) -> BaseInfo:
                         "graph (a subclassed model): its layers cannot be named in `inputs:`")
     return BaseInfo(file, run_dir, layers, _endpoints(inner["input_layers"]),
                     _endpoints(inner.get("output_layers", [])))
+
+
+_LAMBDA_REFUSED = (
+    "{file} contains Python code ({what}) that kexp will not run: models are "
+    "loaded in Keras's safe mode. Rebuild the model from registered layers (a plugin)."
+)
+
+
+def _python_lambdas(config: Any, layer: str = "") -> list[str]:
+    """Names of the Lambda layers whose function is Python bytecode (``__lambda__``), which
+    Keras's safe mode refuses to load."""
+    if isinstance(config, list):
+        return [n for item in config for n in _python_lambdas(item, layer)]
+    if not isinstance(config, dict):
+        return []
+    if config.get("class_name") == "__lambda__":
+        return [layer or "?"]
+    if config.get("class_name") == "Lambda":
+        layer = str(config.get("config", {}).get("name") or "?")
+    return [n for value in config.values() for n in _python_lambdas(value, layer)]
 
 
 def _endpoints(spec: Any) -> tuple[str, ...]:
@@ -95,8 +119,6 @@ def load_base(info: BaseInfo) -> Any:
         return keras.saving.load_model(info.file, safe_mode=True, compile=False)
     except ValueError as exc:
         if "safe_mode" in str(exc) or "Lambda" in str(exc):
-            raise BaseError(
-                f"{info.file} contains code (a Lambda layer) that kexp will not run: models are "
-                "loaded in Keras's safe mode. Rebuild the model from registered layers."
-            ) from None
+            message = _LAMBDA_REFUSED.format(file=info.file, what="a Lambda layer")
+            raise BaseError(message) from None
         raise BaseError(f"cannot load {info.file}: {exc}") from None
