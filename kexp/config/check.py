@@ -62,6 +62,8 @@ def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]
         outputs = model_output_names(cfg.model)
     if "compile" in sections:
         problems += _check_compile(cfg, outputs)
+        if "model" in sections and cfg.model.kind == "sequential":
+            problems += _check_unnamed_output(cfg.compile)
     if "train" in sections:
         for callback in cfg.train.callbacks:
             problems += check_component(callback, (CALLBACKS,))
@@ -83,6 +85,16 @@ def _check_compile(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:
     if isinstance(cfg.compile.loss_weights, dict) and outputs:
         problems += _check_output_keys(cfg.compile.loss_weights, "compile.loss_weights", outputs)
     return problems + _check_weight_count(cfg.compile.loss, cfg.compile.loss_weights)
+
+
+def _check_unnamed_output(spec: Any) -> list[Problem]:
+    """Keras 3 gives a Sequential model no output names: a mapping keyed by output name fails
+    (``loss``) or is ignored (``metrics``) once training starts."""
+    return [
+        Problem(f"compile.{key}", "a sequential model's output has no name to key a mapping "
+                "by: give one value (or a list); name outputs in a `type: functional` model")
+        for key in ("loss", "loss_weights", "metrics") if isinstance(getattr(spec, key), dict)
+    ]
 
 
 def _check_weight_count(loss: Any, weights: Any) -> list[Problem]:
