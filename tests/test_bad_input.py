@@ -206,6 +206,11 @@ CASES = [
     Case("loss_weights_wrong_length", "loss_weights_wrong_length.yaml",
          ("loss_weights_wrong_length.yaml:4:", "compile.loss_weights",
           "2 weights for 1 loss")),
+    Case("loss_keyed_by_output_of_sequential", "loss_keyed_by_output_of_sequential.yaml",
+         ("loss_keyed_by_output_of_sequential.yaml:4:", "compile.loss", "sequential",
+          "no name")),
+    Case("metrics_keyed_by_output_of_sequential", "metrics_keyed_by_output_of_sequential.yaml",
+         ("metrics_keyed_by_output_of_sequential.yaml:4:", "compile.metrics", "sequential")),
     # --- extends
     Case("extends_cycle", "extends_cycle_a.yaml",
          ("extends_cycle_b.yaml:1:", "extends", "cycle",
@@ -296,6 +301,15 @@ CASES = [
 ]
 
 
+# Bad input that kexp/training/engine.py does not yet report cleanly: a model without input
+# shapes is built on the first batch inside the run set-up (`_ensure_built` in `_prepare`,
+# after `Run.create`), where Keras's ValueError is neither a ConfigError nor cleaned up.
+PENDING = [
+    Case("layer_incompatible_with_data", "layer_incompatible_with_data.yaml",
+         ("layer_incompatible_with_data.yaml:7:", "model.layers[1]", "conv2d"), stage="build"),
+]
+
+
 def _prepare(tmp_path: Path, case: Case) -> Path:
     folder = tmp_path / "bad"
     shutil.copytree(FIXTURES, folder)
@@ -303,6 +317,22 @@ def _prepare(tmp_path: Path, case: Case) -> Path:
     if case.data is not None:
         case.data(folder)
     return folder
+
+
+def _check_exit(result, case: Case, runs_dir: Path) -> None:
+    message = result.stderr
+    assert result.exit_code == case.code, message or result.stdout
+    assert "Traceback" not in message + result.stdout
+    missing = [s for s in case.expect if s not in message]
+    assert not missing, f"{missing} not in:\n{message}"
+    assert "\n\n" not in message.strip(), message
+    runs = sorted(runs_dir.glob("*/*"))
+    if case.code == 2:
+        assert runs == [], "a config-time error left a run directory behind"
+    else:
+        assert len(runs) == 1
+        info = json.loads((runs[0] / "run.json").read_text())
+        assert info["status"] == "failed" and "sample 7" in info["reason"]
 
 
 def _options(case: Case) -> list[str]:
@@ -330,20 +360,13 @@ def test_the_corpus_is_large_enough():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_clear_message(kexp, tmp_path, case):
-    result = _train(kexp, tmp_path, case)
-    message = result.stderr
-    assert result.exit_code == case.code, message or result.stdout
-    assert "Traceback" not in message + result.stdout
-    missing = [s for s in case.expect if s not in message]
-    assert not missing, f"{missing} not in:\n{message}"
-    assert "\n\n" not in message.strip(), message
-    runs = sorted((tmp_path / "runs").glob("*/*"))
-    if case.code == 2:
-        assert runs == [], "a config-time error left a run directory behind"
-    else:
-        assert len(runs) == 1
-        info = json.loads((runs[0] / "run.json").read_text())
-        assert info["status"] == "failed" and "sample 7" in info["reason"]
+    _check_exit(_train(kexp, tmp_path, case), case, tmp_path / "runs")
+
+
+@pytest.mark.xfail(reason="kexp/training/engine.py: see PENDING", strict=False)
+@pytest.mark.parametrize("case", PENDING, ids=[c.id for c in PENDING])
+def test_pending_engine_fix(kexp, tmp_path, case):
+    _check_exit(_train(kexp, tmp_path, case), case, tmp_path / "runs")
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.stage == "config"],
