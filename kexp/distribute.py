@@ -376,10 +376,17 @@ def launch_local_workers(argv: list[str], n: int, *, grace_period: float = 60.0)
         signal ``s`` counts as ``128 + s``, as in a shell).
     """
     addresses = [f"127.0.0.1:{port}" for port in free_ports(n)]
-    workers = [_start_worker(argv, tf_config_for(addresses, i)) for i in range(n)]
-    pumps = [_pump(w.stdout, f"[worker {i}] ") for i, w in enumerate(workers)]
-    cluster = _Cluster(workers, grace_period)
+    cluster = _Cluster([], grace_period)
+    # Signals are forwarded from before the first worker starts: a Ctrl-C at any moment
+    # reaches every worker (one started after it gets its SIGTERM at once).
     with _forwarding_signals(cluster):
+        pumps = []
+        for i in range(n):
+            worker = _start_worker(argv, tf_config_for(addresses, i))
+            cluster.workers.append(worker)
+            if cluster.deadline is not None:
+                worker.send_signal(signal.SIGTERM)
+            pumps.append(_pump(worker.stdout, f"[worker {i}] "))
         code = cluster.wait()
     for pump in pumps:
         pump.join(timeout=5)

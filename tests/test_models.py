@@ -61,8 +61,8 @@ def test_keras_refusal_is_a_config_error_at_the_layer(write):
         """)
     with pytest.raises(ConfigError) as err:
         build_model(load_config(path).model)
-    assert err.value.problems[0].path == "model.layers[0]"
-    assert "c.yaml:5:12" in str(err.value) and "units" in str(err.value)
+    assert err.value.problems[0].path == "model.layers[0].units"
+    assert "c.yaml:5:26" in str(err.value) and "units" in str(err.value)
 
 
 def test_plugin_classes_as_models_and_as_nodes():
