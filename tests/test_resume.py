@@ -347,6 +347,32 @@ def test_extending_a_completed_run_equals_training_longer(kexp, completed_run, t
     assert_same_weights(run / "model.keras", run_dir_of(longer) / "model.keras")
 
 
+def test_a_run_stopped_early_and_killed_before_finishing_is_finished_without_training(
+        kexp, write, tmp_path):
+    config = write("c.yaml", CONFIG)
+    result = kexp("train", config, "--runs-dir", tmp_path / "runs",
+                  "--set", "compile.optimizer.learning_rate=0", "--set",
+                  "train.callbacks=[{type: EarlyStopping, patience: 1, restore_best_weights: true}]")
+    assert result.exit_code == 0, result.stderr
+    run = run_dir_of(result)
+    assert epochs_in(run / "history.csv") == [0, 1]
+    assert rs.load_state(run).stopped
+    # As if killed after the last state save, before the final model was written.
+    final = (run / "model.keras").rename(tmp_path / "final.keras")
+    (run / "metrics.json").unlink()
+    data = info(run)
+    data["status"] = "running"
+    (run / "run.json").write_text(json.dumps(data))
+
+    result = kexp("train", "--resume", run)
+    assert result.exit_code == 0, result.stderr
+    assert "at epoch 2 of 6" in result.stderr
+    assert epochs_in(run / "history.csv") == [0, 1]
+    assert info(run)["status"] == "completed" and info(run)["epochs_completed"] == 2
+    assert (run / "metrics.json").exists()
+    assert_same_weights(run / "model.keras", final)
+
+
 # --- NaN, SIGTERM, concurrent runs --------------------------------------------------------
 
 POISON_PLUGIN = """

@@ -205,7 +205,7 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     from kexp.data.pipeline import eval_dataset, train_dataset
     from kexp.training import callbacks as cb
     from kexp.training.compile import compile_model
-    from kexp.training.resume import RunState, rewind_csv_loggers
+    from kexp.training.resume import RunState, after_earlier_logs, rewind_csv_loggers
 
     start = resumed.start if resumed else 0
     epochs = 1 if options.smoke else cfg.train.epochs
@@ -243,6 +243,8 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     if cfg.train.progress:
         standard.append(cb.Progress(epochs, steps))
     callbacks = user + standard
+    if resumed:
+        after_earlier_logs(callbacks)
     # Last: it saves what the others updated, and restores after they reset.
     callbacks.append(RunState(run.path, callbacks, guard, start=start if resumed else None,
                               saved=resumed.saved if resumed else None))

@@ -72,6 +72,7 @@ __all__ = [
     "restore_state",
     "state_sets",
     "rewind_csv_loggers",
+    "after_earlier_logs",
 ]
 
 STATE_DIR = "state"
@@ -79,6 +80,7 @@ KEEP = 2  # state sets kept: the newest, and one to fall back to if it is damage
 FORMAT = 1
 
 _SET_NAME = re.compile(r"^epoch-(\d+)$")
+_EVENT_FILE = re.compile(r"^events\.out\.tfevents\.(\d+)\.")
 _NPZ = "variables.npz"
 _JSON = "state.json"
 # Callback attributes saved by name (Keras's MonitorCallback family, TensorBoard's counters).
@@ -493,6 +495,20 @@ def _mark_tensorboard_restart(callbacks: Sequence[keras.callbacks.Callback], ste
                 summary_ops_v2.import_event(record)
                 summary_ops_v2.import_event(record)
             writer.flush()
+
+
+def after_earlier_logs(callbacks: Sequence[keras.callbacks.Callback]) -> None:
+    """Wait, if needed, until the clock is past the second in the name of every TensorBoard
+    event file already in the logs (``events.out.tfevents.<seconds>.<host>.<pid>...``).
+    TensorBoard reads a directory's files in name order: the files a resumed process writes
+    must sort after the earlier process's, or its restart marker would be read first. Only a
+    resume within a second of the earlier process's start ever waits."""
+    stamps = [int(m.group(1)) for callback in callbacks
+              if isinstance(callback, keras.callbacks.TensorBoard)
+              for path in Path(callback.log_dir).rglob("events.out.tfevents.*")
+              if (m := _EVENT_FILE.match(path.name))]
+    if stamps:
+        time.sleep(max(0.0, max(stamps) + 1 - time.time()))
 
 
 def rewind_csv_loggers(callbacks: Sequence[keras.callbacks.Callback], epoch: int) -> None:
