@@ -12,7 +12,7 @@ from kexp.cli.options import PluginOpt, SetOpt
 
 
 def train(
-    config: Path = typer.Argument(None, dir_okay=False, show_default=False,
+    config: Path = typer.Argument(None, dir_okay=False, show_default=False, metavar="CONFIG",
                                   help="The experiment's YAML file (not with --resume)."),
     set_: list[str] = SetOpt,
     plugin: list[str] = PluginOpt,
