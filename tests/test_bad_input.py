@@ -363,7 +363,6 @@ def test_bad_input_is_one_clear_message(kexp, tmp_path, case):
     _check_exit(_train(kexp, tmp_path, case), case, tmp_path / "runs")
 
 
-@pytest.mark.xfail(reason="kexp/training/engine.py: see PENDING", strict=False)
 @pytest.mark.parametrize("case", PENDING, ids=[c.id for c in PENDING])
 def test_pending_engine_fix(kexp, tmp_path, case):
     _check_exit(_train(kexp, tmp_path, case), case, tmp_path / "runs")

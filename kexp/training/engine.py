@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from kexp.config.schema import Config
-from kexp.errors import KexpError, TrainingError
+from kexp.errors import ConfigError, Problem, TrainingError
 from kexp.runs import Run, now, versions
 
 __all__ = ["train", "resume", "TrainOptions", "config_hash"]
@@ -69,7 +69,7 @@ def train(cfg: Config, options: TrainOptions = TrainOptions()) -> Run:
         try:
             job = _prepare(cfg, options, run, model, splits)
             _record_start(cfg, options, run, model, job)
-        except (KexpError, KeyboardInterrupt):
+        except BaseException:  # nothing half-written is left behind
             _remove(run)
             raise
         _check_data_and_fit(cfg, run, model, splits, job)
@@ -125,6 +125,7 @@ def _data_and_model(cfg: Config) -> tuple[Any, Any]:
     splits = load_data(cfg)
     model, adaptations = _build(cfg)
     check_against_model(splits, model)
+    _ensure_built(cfg, model, splits.train)
     adapt_layers(model, adaptations, splits.train.x)
     return splits, model
 
@@ -160,8 +161,10 @@ def _non_finite(splits: Any) -> str:
 
 
 def _seed(cfg: Config) -> None:
+    from kexp._tf import import_tensorflow
+
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -225,7 +228,6 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
         rewind_csv_loggers(user, start)
     compile_model(model, cfg.compile, steps_per_epoch=steps,
                   every_batch=cb.needs_every_batch(user))
-    _ensure_built(model, splits.train, batch)
 
     guard = cb.NonFiniteGuard()
     monitor = cb.resolve_monitor(cfg.train.monitor, val_ds is not None)
@@ -234,8 +236,11 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     if cfg.train.tensorboard:
         import keras
 
+        from kexp.training.graph import ModelGraph
+
         standard.append(keras.callbacks.TensorBoard(log_dir=str(run.file("logs")),
                                                     write_graph=True))
+        standard.append(ModelGraph(run.file("logs"), train_ds.element_spec[0]))
     if cfg.train.checkpoints:
         standard.append(cb.RunCheckpoints(run, monitor, cfg.train.mode,
                                           best=_recorded_best(run, monitor) if resumed else None))
@@ -301,17 +306,39 @@ def _record_resume(cfg: Config, options: TrainOptions, run: Run, plan: Any, job:
     run.write_json("run.json", info)
 
 
-def _ensure_built(model: Any, split: Any, batch: int) -> None:
+def _ensure_built(cfg: Config, model: Any, split: Any) -> None:
     """A model without declared input shapes gets its weights from one batch, as ``fit``
-    would, so its summary is complete before training."""
+    would, so its summary is complete before training — and a model that cannot run on the
+    data is a config error before the run directory exists."""
     if model.built and getattr(model, "inputs", None) is not None:
         return
     import numpy as np
 
     from kexp.data.splits import take
 
-    first = take(split, np.arange(min(batch, len(split))))
-    model(first.x, training=False)
+    first = take(split, np.arange(min(cfg.data.batch_size, len(split))))
+    try:
+        model(first.x, training=False)
+    except (TypeError, ValueError) as exc:
+        text = str(exc).strip().splitlines()
+        node = _node_named_in(str(exc), cfg, model)
+        raise ConfigError(Problem(
+            node.path if node else "model",
+            f"building the model on the first batch of data failed: "
+            f"{text[0] if text else type(exc).__name__}",
+            node.where if node else cfg.model.where)) from None
+
+
+def _node_named_in(message: str, cfg: Config, model: Any) -> Any:
+    """The config layer that Keras's message names (``layer 'conv2d'``), if any."""
+    import re
+
+    match = re.search(r"layer '([^']+)'", message)
+    nodes = cfg.model.layers or []
+    if match is None or cfg.model.kind != "sequential" or len(model.layers) != len(nodes):
+        return None
+    names = [layer.name for layer in model.layers]
+    return nodes[names.index(match.group(1))] if match.group(1) in names else None
 
 
 def _fit(cfg: Config, run: Run, model: Any, job: _Job) -> None:
