@@ -161,6 +161,25 @@ class Run:
         self._lock_fd = fd
         return True
 
+    def is_training(self) -> bool:
+        """Whether a live process holds the run's lock (a ``running`` run whose lock is free
+        was killed). Probes with a shared lock and releases it at once."""
+        try:
+            import fcntl
+        except ImportError:
+            return True
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def unlock(self) -> None:
         """Release the lock taken by ``lock`` (closing the descriptor releases it)."""
         if self._lock_fd is not None:

@@ -42,6 +42,11 @@ def runs_dir(tmp_path_factory) -> Path:
     (running / "run.json").write_text(json.dumps(
         {"name": "slow", "status": "running", "started": "2026-01-01T12:00:00+00:00",
          "epochs": 5, "epochs_completed": 0}))
+    killed = runs / "dead" / "20260101-123000"  # running, but no process holds its lock
+    killed.mkdir(parents=True)
+    (killed / "run.json").write_text(json.dumps(
+        {"name": "dead", "status": "running", "started": "2026-01-01T12:30:00+00:00",
+         "epochs": 5, "epochs_completed": 2}))
     corrupt = runs / "broken" / "20260101-130000"
     corrupt.mkdir(parents=True)
     (corrupt / "run.json").write_text('{"status": "compl')
@@ -63,6 +68,10 @@ def _row(output: str, name: str) -> str:
 
 
 def test_runs_lists_every_run_without_importing_tensorflow(runs_dir):
+    from kexp.runs import Run
+
+    holder = Run(runs_dir / "slow" / "20260101-120000")  # a live trainer holds the lock
+    assert holder.lock()
     script = textwrap.dedent(f"""\
         import sys
         from typer.testing import CliRunner
@@ -72,8 +81,11 @@ def test_runs_lists_every_run_without_importing_tensorflow(runs_dir):
         print("exit", result.exit_code)
         print("imported", sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
         """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        holder.unlock()
     out = done.stdout
     assert "exit 0" in out, out + done.stderr
     assert "imported []" in out
@@ -86,6 +98,7 @@ def test_runs_lists_every_run_without_importing_tensorflow(runs_dir):
     assert "completed" in digits and f"{EPOCHS}/{EPOCHS}" in digits
     assert f"{best_loss:.4g}" in digits and f"val_accuracy {best_acc:.4g}" in digits
     assert "running" in _row(out, "slow/") and "0/5" in _row(out, "slow/")
+    assert "killed" in _row(out, "dead/") and "2/5" in _row(out, "dead/")
     assert "unknown" in _row(out, "broken/")
     assert "unknown" in _row(out, "unborn/")
 

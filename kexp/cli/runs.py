@@ -81,11 +81,13 @@ class _Row:
 
 
 def _summarize(path: Path) -> _Row:
-    from kexp.runs import read_run
+    from kexp.runs import Run, read_run
 
     info = read_run(path)
     history = _read_history(path / "history.csv")
     status = str(info.get("status") or "unknown")
+    if status == "running" and not Run(path).is_training():
+        status = "killed"  # nothing holds its lock: resume it with `kexp train --resume`
     completed = info.get("epochs_completed", len(history) if history else None)
     planned = info.get("epochs")
     epochs = f"{_text(completed)}/{_text(planned)}" if completed is not None or planned else "-"
