@@ -4,38 +4,46 @@ TensorFlow's C++ runtime writes to file descriptor 2 before Python's logging is 
 notices, "Could not find cuda drivers", a cuInit error on machines without a GPU), and
 ``TF_CPP_MIN_LOG_LEVEL`` no longer silences all of it. kexp's own messages go to stderr too, so
 the first import and device initialisation run with fd 2 pointed at /dev/null. Python
-exceptions are unaffected.
+exceptions are unaffected. ``KEXP_TF_VERBOSE=1`` shows everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
-__all__ = ["import_tensorflow"]
+__all__ = ["import_tensorflow", "quiet_tensorflow_start"]
 
 
-def import_tensorflow():
-    """``import tensorflow``, quietly the first time; returns the module."""
+@contextlib.contextmanager
+def quiet_tensorflow_start() -> Iterator[None]:
+    """Mute fd 2 while the body runs, if TensorFlow has not been imported yet (the body may
+    import it: a plugin that imports Keras)."""
     if "tensorflow" in sys.modules or os.environ.get("KEXP_TF_VERBOSE"):
-        import tensorflow as tf
-
-        return tf
+        yield
+        return
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # no real stderr (a test runner's capture)
-        import tensorflow as tf
-
-        return tf
+        yield
+        return
     sys.stderr.flush()
     saved, null = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, fd)
     try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
+        yield
     finally:
         os.dup2(saved, fd)
         os.close(saved)
         os.close(null)
+
+
+def import_tensorflow():
+    """``import tensorflow``, quietly the first time; returns the module."""
+    with quiet_tensorflow_start():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
     return tf

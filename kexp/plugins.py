@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from kexp._tf import quiet_tensorflow_start
+
 __all__ = ["import_plugin", "PluginError"]
 
 _loaded_files: dict[Path, ModuleType] = {}
@@ -30,7 +32,8 @@ def import_plugin(spec: str) -> ModuleType:
     if str(Path.cwd()) not in sys.path:
         sys.path.append(str(Path.cwd()))  # `kexp` as a console script has no cwd on sys.path
     try:
-        return importlib.import_module(spec)
+        with quiet_tensorflow_start():
+            return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
         if exc.name and spec.startswith(exc.name):
             raise PluginError(
@@ -55,7 +58,8 @@ def _import_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
     try:
-        module_spec.loader.exec_module(module)
+        with quiet_tensorflow_start():
+            module_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
         detail = _describe(exc, path)

@@ -83,6 +83,7 @@ class Entry:
     open_kwargs: bool = False
     identifier: bool = False
     obj: Any = None  # the registered object; None for Keras entries until loaded
+    kinds: dict[str, str] = field(default_factory=dict, compare=False)
 
     def load(self) -> Any:
         """The object behind the entry (imports Keras for Keras entries)."""
@@ -150,6 +151,7 @@ class Registry:
                     required=tuple(info.get("required", ())),
                     open_kwargs=info.get("open_kwargs", False),
                     identifier=info.get("identifier", False),
+                    kinds=info.get("kinds", {}),
                 )
         return None
 
@@ -227,7 +229,36 @@ def registry_for_argument(arg: str) -> Registry | None:
 
 def _entry_from_object(name: str, obj: Any, origin: str, owner: str) -> Entry:
     params, required, open_kwargs = signature_of(obj)
-    return Entry(name, origin, owner, params, required, open_kwargs, obj=obj)
+    return Entry(name, origin, owner, params, required, open_kwargs, obj=obj,
+                 kinds=value_kinds(obj))
+
+
+# Required Keras arguments (no default to learn the type from) that take a count.
+_COUNTS = ("units", "filters", "num_heads", "key_dim", "output_dim", "input_dim")
+
+
+def value_kinds(obj: Any) -> dict[str, str]:
+    """What kind of value each argument takes, where its default tells (``"number"``,
+    ``"bool"``) or it is a well-known count (``"count"``: a positive integer). Used to reject
+    ``units: abc`` or ``use_bias: maybe`` before anything is built."""
+    kinds: dict[str, str] = {}
+    targets = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(
+        obj) else [obj]
+    for target in targets:
+        try:
+            parameters = inspect.signature(target).parameters.values()
+        except (TypeError, ValueError):
+            break
+        for p in parameters:
+            if p.name in kinds or p.name == "self":
+                continue
+            if p.name in _COUNTS and p.default is p.empty:
+                kinds[p.name] = "count"
+            elif isinstance(p.default, bool):
+                kinds[p.name] = "bool"
+            elif isinstance(p.default, (int, float)):
+                kinds[p.name] = "number"
+    return kinds
 
 
 def signature_of(obj: Any) -> tuple[tuple[str, ...], tuple[str, ...], bool]:

@@ -138,3 +138,14 @@ def test_unknown_plugin_is_a_config_error(write):
     found = problems(write, VALID + "    plugins: [no_such_plugin_module, missing.py]\n")
     assert [p.path for p in found] == ["plugins[0]", "plugins[1]"]
     assert "no module named" in found[0].message and "does not exist" in found[1].message
+
+
+@pytest.mark.parametrize("change, path, words", [
+    ("model.layers[0].units=abc", "model.layers[0].units", "expects a positive integer"),
+    ("model.layers[0].units=-3", "model.layers[0].units", "expects a positive integer"),
+    ("model.layers[0].use_bias=maybe", "model.layers[0].use_bias", "expects true or false"),
+    ("train.callbacks[0].patience=two", "train.callbacks[0].patience", "expects a number"),
+])
+def test_wrong_kinds_of_keras_arguments_are_caught_without_tensorflow(write, change, path, words):
+    found = problems(write, VALID, [change])
+    assert any(p.path == path and words in p.message for p in found), [str(p) for p in found]

@@ -158,10 +158,30 @@ def _check_args(entry: Entry, args: dict[str, Any], path: str) -> list[Problem]:
             ))
             continue
         problems += _check_nested(arg, value, arg_path)
+        if registry_for_argument(arg) is None:
+            problems += _check_kind(entry, arg, value, arg_path)
     for required in entry.required:
         if required not in args:
             problems.append(Problem(path, f"{entry.name} needs the argument {required!r}"))
     return problems
+
+
+def _check_kind(entry: Entry, arg: str, value: Any, path: str) -> list[Problem]:
+    """A value of the wrong kind for what the argument's default (or nature) says."""
+    kind = entry.kinds.get(arg)
+    if kind is None or value is None:
+        return []
+    if kind == "count" and not (isinstance(value, int) and not isinstance(value, bool)
+                                and value > 0):
+        expected = "a positive integer"
+    elif kind == "number" and (isinstance(value, (str, bool, dict))):
+        expected = "a number"
+    elif kind == "bool" and not isinstance(value, bool):
+        expected = "true or false"
+    else:
+        return []
+    return [Problem(path, f"{entry.name}'s {arg!r} expects {expected}; "
+                          f"received {describe_value(value)}")]
 
 
 def _check_nested(arg: str, value: Any, path: str) -> list[Problem]:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kexp.registry import signature_of
+from kexp.registry import signature_of, value_kinds
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "_keras_catalog.json"
 
@@ -81,6 +81,7 @@ def _describe(module_name: str, obj: Any, identifier: bool) -> dict[str, Any]:
         "params": list(params),
         "required": list(required),
         "open_kwargs": open_kwargs,
+        "kinds": {} if identifier else value_kinds(obj),
     }
 
 
