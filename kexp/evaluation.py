@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kexp.data.checks import shapes_compatible
 from kexp.errors import ConfigError, DataError, Problem
 from kexp.runs import atomic_write, now, read_run_plugins, resolve_run_dir
 
@@ -426,7 +427,7 @@ def _match_inputs(x: Arrays, inputs: list[_Input], file: Path, label: str) -> Ar
         pairs = [(given[i.name], i) for i in inputs]
     else:
         raise DataError(_mismatch(file, inputs, given, "the names differ"))
-    if not all(_compatible(shape, i.shape) for shape, i in pairs):
+    if not all(shapes_compatible(shape, i.shape) for shape, i in pairs):
         raise DataError(_mismatch(file, inputs, given, "the shapes differ"))
     return x
 
@@ -446,17 +447,6 @@ def _mismatch(file: Path, inputs: list[_Input], given: dict[str, tuple | None],
     return (f"{display_path(file)}: the inputs do not match the model's ({why}).\n"
             f"  expected: {expected}\n  given:    {gave}\n"
             "Shapes are per sample; npz arrays and csv columns are matched by name.")
-
-
-def _compatible(actual: tuple, expected: tuple) -> bool:
-    """Shapes match, None matching any size; a trailing axis of 1 may be missing or extra
-    (Keras adds or squeezes it, as for a ``(n,)`` array fed to ``Input(shape=(1,))``)."""
-    if len(actual) == len(expected) + 1 and actual[-1:] == (1,):
-        actual = actual[:-1]
-    elif len(expected) == len(actual) + 1 and expected[-1:] == (1,):
-        expected = expected[:-1]
-    return len(actual) == len(expected) and all(
-        e is None or a == e for a, e in zip(actual, expected, strict=True))
 
 
 def predict_run(run_dir: Path, input_file: Path,

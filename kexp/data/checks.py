@@ -9,7 +9,7 @@ from typing import Any
 from kexp.data.splits import Arrays, Split, Splits
 from kexp.errors import DataError
 
-__all__ = ["check_against_model", "input_spec"]
+__all__ = ["check_against_model", "input_spec", "shapes_compatible"]
 
 
 def input_spec(splits: Splits) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
@@ -137,7 +137,7 @@ def _check_shapes(x: Arrays, graph: _Graph, what: str) -> None:
         pairs = [(graph.input_names[0], x)]
     for name, array in pairs:
         expected = graph.input_shapes[name][1:]
-        if not _compatible(tuple(array.shape[1:]), expected):
+        if not shapes_compatible(tuple(array.shape[1:]), expected):
             shown = "(" + ", ".join("None" if d is None else str(d) for d in expected) + (
                 ",)" if len(expected) == 1 else ")")
             which = f"model input {name!r}" if isinstance(x, dict) else "the model's input"
@@ -147,7 +147,7 @@ def _check_shapes(x: Arrays, graph: _Graph, what: str) -> None:
             )
 
 
-def _compatible(actual: tuple, expected: tuple) -> bool:
+def shapes_compatible(actual: tuple, expected: tuple) -> bool:
     """Shapes match, None matching any size; a trailing axis of 1 may be missing or extra
     (Keras adds or squeezes it, as for a ``(n,)`` column fed to ``Input(shape=(1,))``)."""
     if len(actual) == len(expected) + 1 and actual[-1:] == (1,):
