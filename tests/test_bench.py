@@ -1,0 +1,109 @@
+"""The benchmark harness (``bench/``) on tiny sizes: data, workers, summary, report."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
+
+from bench import report  # noqa: E402
+from bench.run import Group, Plan, run_benchmark, time_process  # noqa: E402
+from bench.workloads import Variant, make_mnist_like, make_tickets  # noqa: E402
+
+
+def test_mnist_like_data_is_seeded_mnist_shaped_and_labelled_from_x():
+    x, y = make_mnist_like(300, seed=1)
+    again_x, again_y = make_mnist_like(300, seed=1)
+    assert x.shape == (300, 784) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert y.dtype == np.int64 and set(np.unique(y)) <= set(range(10))
+    assert len(np.unique(y)) == 10
+    np.testing.assert_array_equal(x, again_x)
+    np.testing.assert_array_equal(y, again_y)
+
+
+def test_tickets_have_the_chapter_shapes():
+    arrays = make_tickets(50)
+    assert {k: v.shape for k, v in arrays.items()} == {
+        "title": (50, 10_000), "text_body": (50, 10_000), "tags": (50, 100),
+        "priority": (50, 1), "department": (50, 4)}
+    np.testing.assert_allclose(arrays["department"].sum(axis=1), 1.0)
+
+
+def test_time_process_reports_exit_code_and_this_childs_peak_memory(tmp_path):
+    code = "import numpy as np, sys; a = np.ones(40_000_000, np.uint8); sys.exit(3)"
+    seconds, exit_code, rss_kb = time_process([sys.executable, "-c", code], tmp_path / "log")
+    assert exit_code == 3
+    assert rss_kb > 40_000  # KB: the 40 MB array was touched
+    assert 0 < seconds < 30
+
+
+def _run(group: str, name: str, rep: int, rate: float, loss: float, rss: float) -> dict:
+    return {"group": group, "variant": name, "rep": rep, "batch": 32, "workload": "mnist",
+            "samples_per_epoch": 1000, "epoch_seconds": [1000 / rate],
+            "period_seconds": [1000 / rate + 0.01], "final_loss": loss, "peak_rss_mb": rss,
+            "steps_per_execution": 1}
+
+
+def test_summary_pairs_runs_by_repetition_and_checks_targets():
+    variants = [Variant("plain fit", "plain", "mnist", 32),
+                Variant("kexp fit", "kexp", "mnist", 32),
+                Variant("kexp custom/epoch", "kexp", "mnist", 32, loop="custom")]
+    group = Group("g", variants, reps=2)
+    runs = [_run("g", "plain fit", 0, 100, 0.20, 1000), _run("g", "kexp fit", 0, 150, 0.205, 1100),
+            _run("g", "kexp custom/epoch", 0, 200, 0.30, 1100),
+            _run("g", "plain fit", 1, 50, 0.20, 1000), _run("g", "kexp fit", 1, 60, 0.205, 1100),
+            {"group": "g", "variant": "kexp custom/epoch", "rep": 1, "error": "exit code 1"}]
+    processes = {"kexp --help": {"seconds": 0.2, "reps": 3, "peak_rss_mb": 50},
+                 "kexp train --smoke": {"seconds": 5.0, "peak_rss_mb": 800},
+                 "plain Keras script": {"seconds": 4.0, "peak_rss_mb": 790}}
+    results = report.summarize({}, [group], runs, processes, seconds=1.0)
+    rows = {row["variant"]: row for row in results["rows"]}
+    # Ratios are per repetition (1.5 and 1.2), then the median.
+    assert rows["kexp fit"]["ratio"] == pytest.approx(1.35)
+    assert rows["kexp fit"]["loss_ok"] and not rows["kexp custom/epoch"]["loss_ok"]
+    assert rows["kexp custom/epoch"]["reps"] == 1
+    assert results["errors"] == ["g / kexp custom/epoch rep 2: exit code 1"]
+    targets = {t["target"]: t["passed"] for t in results["targets"]}
+    assert targets["kexp fit vs plain fit, batch 32"]
+    assert not targets["kexp custom/epoch vs plain fit, batch 32, same loss"]  # loss is off
+    assert targets["kexp --help wall time"]
+    assert targets["kexp train --smoke vs plain Keras script, wall time"]  # 1.25x <= 1.3x
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    report.print_report(results, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "kexp custom/epoch" in text and "PASS" in text and "FAIL" in text
+    json.dumps(results)  # what latest.json holds
+
+
+def test_a_tiny_benchmark_runs_every_kind_of_variant(tmp_path):
+    """Each variant in its own worker process; results come back with timings and losses."""
+    from rich.console import Console
+
+    variants = [Variant("plain fit", "plain", "mnist", 32, epochs=2),
+                Variant("kexp custom/epoch", "kexp", "mnist", 32, loop="custom", epochs=2),
+                Variant("hand-written epoch fn", "reference", "mnist", 32, epochs=2)]
+    plan = Plan(mnist_samples=256, ticket_samples=0, groups=[Group("tiny", variants, reps=1)],
+                processes=False)
+    results = run_benchmark(plan, tmp_path, Console(file=io.StringIO()))
+    assert results["errors"] == []
+    for row in results["rows"]:
+        assert row["reps"] == 1
+        assert row["samples_per_s"] > 0 and np.isfinite(row["final_loss"])
+        assert row["peak_rss_mb"] > 100
+    run = next(r for r in results["runs"] if r["variant"] == "kexp custom/epoch")
+    assert len(run["epoch_seconds"]) == 1 and len(run["losses"]) == 2
+    assert run["samples_per_epoch"] == 256
+    # kexp wrote its run directory as a user gets it.
+    assert list((tmp_path).glob("**/checkpoints/last.keras"))
