@@ -55,12 +55,14 @@ __all__ = [
     "is_chief",
     "worker_index",
     "num_workers",
+    "worker_addresses",
     "free_ports",
     "launch_local_workers",
     "distribute_dataset",
     "build_for_strategy",
     "distributed_step",
     "preemption_handler",
+    "preempted_step",
 ]
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -335,6 +337,13 @@ def num_workers() -> int:
     return max(1, len(cluster.get("chief") or []) + len(cluster.get("worker") or []))
 
 
+def worker_addresses() -> list[str]:
+    """``host:port`` of every training process in ``TF_CONFIG``, chief first (``[]`` without
+    it)."""
+    _, _, cluster = _task()
+    return [*(cluster.get("chief") or []), *(cluster.get("worker") or [])]
+
+
 # --------------------------------------------------------------------------- local workers
 
 
@@ -354,7 +363,8 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def launch_local_workers(argv: list[str], n: int, *, grace_period: float = 60.0) -> int:
+def launch_local_workers(argv: list[str], n: int, *, grace_period: float = 60.0,
+                         on_line: Callable[[int, str], None] | None = None) -> int:
     """Run ``n`` copies of a command as a cluster on 127.0.0.1 and wait for all of them.
 
     Each copy gets its own ``TF_CONFIG`` (free ports, worker 0 is chief); its output is
@@ -370,6 +380,7 @@ def launch_local_workers(argv: list[str], n: int, *, grace_period: float = 60.0)
             ``[sys.executable, "-m", "kexp.cli.app", "train", "cfg.yaml"]``.
         n: number of workers.
         grace_period: seconds between SIGTERM and SIGKILL.
+        on_line: called with ``(worker index, line)`` for every line a worker prints.
 
     Returns:
         0 when every worker succeeds, else the first non-zero exit code (a worker killed by
@@ -386,7 +397,7 @@ def launch_local_workers(argv: list[str], n: int, *, grace_period: float = 60.0)
             cluster.workers.append(worker)
             if cluster.deadline is not None:
                 worker.send_signal(signal.SIGTERM)
-            pumps.append(_pump(worker.stdout, f"[worker {i}] "))
+            pumps.append(_pump(worker.stdout, f"[worker {i}] ", _for_worker(on_line, i)))
         code = cluster.wait()
     for pump in pumps:
         pump.join(timeout=5)
@@ -406,12 +417,20 @@ def _start_worker(argv: list[str], tf_config: dict[str, Any]) -> subprocess.Pope
 _print_lock = threading.Lock()
 
 
-def _pump(stream: IO[bytes], prefix: str) -> threading.Thread:
+def _for_worker(on_line: Callable[[int, str], None] | None,
+                index: int) -> Callable[[str], None] | None:
+    return None if on_line is None else lambda line: on_line(index, line)
+
+
+def _pump(stream: IO[bytes], prefix: str,
+          on_line: Callable[[str], None] | None = None) -> threading.Thread:
     def copy() -> None:
         for raw in iter(stream.readline, b""):
             line = raw.decode(errors="replace").rstrip("\r\n")
             with _print_lock:
                 print(prefix + line, file=sys.stdout, flush=True)
+            if on_line is not None:
+                on_line(line)
         stream.close()
 
     thread = threading.Thread(target=copy, daemon=True)
@@ -540,7 +559,8 @@ def distributed_step(strategy: Any, step_fn: Callable[[Any], Any]) -> Callable[[
 
 
 @contextlib.contextmanager
-def preemption_handler(strategy: Any, checkpoint: Any, directory: str) -> Iterator[Any]:
+def preemption_handler(strategy: Any, checkpoint: Any, directory: str,
+                       restore: bool = True) -> Iterator[Any]:
     """A ``PreemptionCheckpointHandler`` whose state lives in ``directory``, written by the chief.
 
     On entry every worker restores the latest checkpoint of ``directory`` (so all workers
@@ -554,13 +574,18 @@ def preemption_handler(strategy: Any, checkpoint: Any, directory: str) -> Iterat
         checkpoint: a ``tf.train.Checkpoint`` of the model, the optimizer and a step counter;
             Keras 3 models and optimizers are tracked by it directly.
         directory: the chief's checkpoint directory, e.g. ``<run>/checkpoints/preemption``.
+        restore: restore the latest checkpoint of ``directory``. False: a checkpoint there is
+            stale (the run went on after it) and the chief removes it, since the handler
+            would restore it on the chief only.
 
     Yields:
         The handler.
     """
     import tensorflow as tf
 
-    latest = tf.train.latest_checkpoint(directory)
+    if not restore and is_chief():
+        shutil.rmtree(directory, ignore_errors=True)
+    latest = tf.train.latest_checkpoint(directory) if restore else None
     if latest:
         # Before the handler exists: its own step counter is attached to `checkpoint` later and
         # gets the saved value then (deferred restoration), equal on every worker.
@@ -581,3 +606,17 @@ def preemption_handler(strategy: Any, checkpoint: Any, directory: str) -> Iterat
 
 def _preempted() -> None:
     raise Preempted()
+
+
+def preempted_step(directory: str) -> int | None:
+    """The global step saved in the latest pre-emption checkpoint of ``directory`` (``None``
+    without one, or when it cannot be read)."""
+    import tensorflow as tf
+
+    try:
+        latest = tf.train.latest_checkpoint(directory)
+        if not latest:
+            return None
+        return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (OSError, ValueError, tf.errors.OpError):
+        return None  # being removed by the chief as stale: not usable either way

@@ -46,21 +46,33 @@ Variables (model, compiled loss and metrics, optimizer) are created before traci
 dataset's element spec, so every ``tf.function`` traces once per run: without that, TF
 traces a function that creates variables twice.
 
-The train and test steps are plain module-level functions of ``(model, data)`` so that a
-distribution strategy can later wrap them in ``strategy.run``.
+The train and test steps are plain module-level functions of ``(model, data)``. Under a
+distribution strategy (``strategy=``, any but the default one) each runs on every replica's
+share of the global batch with ``strategy.run`` (``kexp.distribute.distributed_step``); the
+datasets are distributed here, and metric results are read outside ``strategy.run``, so that
+every worker reads them -- a cross-worker collective -- at the same points. Keras's
+``compute_loss`` already scales the loss by ``1 / replicas`` and the optimizer sums the
+replicas' gradients, so the step itself is unchanged.
+
+Pre-emption (``preemption_dir=``, for ``MultiWorkerMirroredStrategy``): every executed chunk
+runs under a ``PreemptionCheckpointHandler``; after SIGTERM to any worker, every worker saves
+the model, the optimizer and the global step before the next chunk and ``Preempted`` is
+raised, carrying that step. In ``epoch`` mode a chunk is a whole epoch unless a callback
+needs every batch, so a pre-emption then waits for the end of the epoch.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-__all__ = ["COMPILE_MODES", "fit_custom"]
+__all__ = ["COMPILE_MODES", "fit_custom", "evaluate_custom"]
 
 COMPILE_MODES = ("eager", "step", "epoch")
 
@@ -89,6 +101,10 @@ def fit_custom(
     callbacks: list[keras.callbacks.Callback] | None = None,
     compile_mode: str = "epoch",
     verbose: int = 0,
+    strategy: tf.distribute.Strategy | None = None,
+    initial_step: int = 0,
+    preemption_dir: str | None = None,
+    restore_preemption: bool = False,
 ) -> keras.callbacks.History:
     """Trains a compiled model with kexp's ``GradientTape`` loop; a drop-in for ``model.fit``.
 
@@ -109,12 +125,24 @@ def fit_custom(
             is added as ``fit`` adds them.
         compile_mode: ``"eager"``, ``"step"`` or ``"epoch"`` (see the module docstring).
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+        strategy: A ``tf.distribute`` strategy the model was created and compiled under;
+            ``x`` and ``validation_data`` are undistributed datasets of global batches.
+            ``None`` (or the default strategy): one device, no ``strategy.run``.
+        initial_step: Batches of ``initial_epoch`` already done (a run resumed from a
+            pre-emption checkpoint); ``x`` must start after them.
+        preemption_dir: With ``strategy``: the chief's pre-emption checkpoint directory
+            (``kexp.distribute.preemption_handler``); ``None``: no pre-emption handling.
+        restore_preemption: Restore the checkpoint in ``preemption_dir`` first (it must hold
+            the state of step ``initial_epoch * steps_per_epoch + initial_step``); otherwise
+            a stale one there is removed.
 
     Returns:
         The ``History`` callback, as ``model.fit`` returns it.
 
     Raises:
         ValueError: For an unknown ``compile_mode`` or an uncompiled model.
+        kexp.distribute.Preempted: A worker got SIGTERM; its ``step`` attribute is the global
+            step saved in ``preemption_dir``.
 
     Example:
         ```python
@@ -132,16 +160,19 @@ def fit_custom(
         )
     if not model.compiled:
         raise ValueError("fit_custom() needs a compiled model: call model.compile() first.")
-    _build(model, x)
-
+    if strategy is not None and _is_default(strategy):
+        strategy = None
+    _build(model, x, strategy)
     steps = steps_per_epoch or _known_cardinality(x)
     callbacks = _callback_list(callbacks, model, epochs=epochs, steps=steps, verbose=verbose)
-    train_loop = _Loop(model, _train_step, x, compile_mode,
+    train_loop = _Loop(model, _train_step, x, compile_mode, strategy=strategy,
                        every_batch=_wants_every_batch(callbacks.callbacks, _TRAIN_BATCH_HOOKS))
     test_loop = None
     if validation_data is not None:
-        test_loop = _Loop(model, _test_step, validation_data, compile_mode,
+        test_loop = _Loop(model, _test_step, validation_data, compile_mode, strategy=strategy,
                           every_batch=_wants_every_batch(callbacks.callbacks, _TEST_BATCH_HOOKS))
+    if strategy is not None:
+        x = _distribute(strategy, x)
 
     # With steps_per_epoch, one iterator runs through all epochs, as in `fit`.
     run_iterator = iter(x) if steps_per_epoch else None
@@ -149,32 +180,53 @@ def fit_custom(
     callbacks.on_train_begin()
     # A callback such as BackupAndRestore may set the epoch to resume from in on_train_begin.
     initial_epoch = model._initial_epoch or initial_epoch
-    epoch_logs = None
-    for epoch in range(initial_epoch, epochs):
-        model.reset_metrics()
-        callbacks.on_epoch_begin(epoch)
-        done = train_loop.run(
-            run_iterator or iter(x), steps,
-            callbacks.on_train_batch_begin, callbacks.on_train_batch_end,
-            should_stop=lambda: model.stop_training,
-        )
-        if steps_per_epoch and done < steps_per_epoch and not model.stop_training:
-            _warn_out_of_data(epoch, done, steps_per_epoch)
-            model.stop_training = True
-        # Read before evaluation resets the metrics.
-        epoch_logs = model.get_metrics_result()
-        if test_loop is not None:
-            val_logs = _evaluate(model, test_loop, validation_data, validation_steps, callbacks)
-            epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
-        callbacks.on_epoch_end(epoch, epoch_logs)
-        if model.stop_training:
-            break
+    with _preemption(strategy, model, preemption_dir, restore_preemption,
+                     initial_epoch * (steps or 0) + initial_step) as guard:
+        train_loop.guard = guard
+        epoch_logs = None
+        for epoch in range(initial_epoch, epochs):
+            first = initial_step if epoch == initial_epoch else 0
+            model.reset_metrics()
+            callbacks.on_epoch_begin(epoch)
+            done = train_loop.run(
+                run_iterator or iter(x), steps,
+                callbacks.on_train_batch_begin, callbacks.on_train_batch_end,
+                should_stop=lambda: model.stop_training, first=first,
+            )
+            if steps_per_epoch and first + done < steps_per_epoch and not model.stop_training:
+                _warn_out_of_data(epoch, first + done, steps_per_epoch)
+                model.stop_training = True
+            # Read before evaluation resets the metrics.
+            epoch_logs = model.get_metrics_result()
+            if test_loop is not None:
+                val_logs = _evaluate(model, test_loop, validation_data, validation_steps,
+                                     callbacks, strategy)
+                epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
+            callbacks.on_epoch_end(epoch, epoch_logs)
+            if model.stop_training:
+                break
 
     # As `fit` does: e.g. swaps in the moving-average weights of an optimizer using EMA.
     if isinstance(model.optimizer, keras.optimizers.Optimizer) and epochs > 0:
         model.optimizer.finalize_variable_values(model.trainable_weights)
     callbacks.on_train_end(logs=epoch_logs)
     return model.history
+
+
+def evaluate_custom(model: keras.Model, dataset: tf.data.Dataset, *,
+                    strategy: tf.distribute.Strategy | None = None,
+                    compile_mode: str = "epoch") -> Logs:
+    """Evaluates a compiled model on a finite dataset with the custom loop's test step
+    (``model.evaluate`` for ``fit_custom``; under ``MultiWorkerMirroredStrategy`` Keras's own
+    fails). Returns the compiled loss and metrics."""
+    import keras
+
+    if strategy is not None and _is_default(strategy):
+        strategy = None
+    _build(model, dataset, strategy)
+    loop = _Loop(model, _test_step, dataset, compile_mode, every_batch=False, strategy=strategy)
+    return _evaluate(model, loop, dataset, None, keras.callbacks.CallbackList([], model=model),
+                     strategy)
 
 
 def _callback_list(callbacks: list[keras.callbacks.Callback] | None, model: keras.Model, *,
@@ -250,58 +302,98 @@ class _Loop:
     """Runs a step function over a dataset iterator in one of the compile modes."""
 
     def __init__(self, model: keras.Model, step: Callable[[keras.Model, Any], Logs],
-                 dataset: tf.data.Dataset, compile_mode: str, *, every_batch: bool):
+                 dataset: tf.data.Dataset, compile_mode: str, *, every_batch: bool,
+                 strategy: tf.distribute.Strategy | None = None):
         import tensorflow as tf
 
         self.compile_mode = compile_mode
         # A whole epoch per call unless a callback needs to see every batch.
         self.chunk = 1 if compile_mode != "epoch" or every_batch else _ALL_STEPS
+        # Runs each executed chunk (the pre-emption handler's `run` under multi_worker).
+        self.guard: Any = None
 
         def one_step(data: Any) -> Logs:
             return step(model, data)
+
+        # What the compiled epoch loops over: the step, without reading the metrics.
+        run_one = one_step
+        spec = dataset.element_spec
+        if strategy is not None:
+            from kexp.distribute import distributed_step
+
+            run_one = distributed_step(strategy, lambda data: _updates_only(step(model, data)))
+            spec = _distribute(strategy, dataset).element_spec
+
+            def one_step(data: Any) -> Logs:
+                run_one(data)
+                # Outside `strategy.run`: every worker reads (all-reduces) the same metrics.
+                return model.get_metrics_result()
 
         if compile_mode == "eager":
             self.one_step = one_step
         elif compile_mode == "step":
             # The dataset's element spec has a None batch dimension: one trace serves every
             # batch, the partial last one included.
-            self.one_step = tf.function(one_step, input_signature=[dataset.element_spec],
+            self.one_step = tf.function(one_step, input_signature=[spec],
                                         jit_compile=model.jit_compile, autograph=False)
         else:
             # XLA cannot compile the iterator ops, so only the step itself is jit-compiled,
             # as in `fit`.
-            self.one_step = one_step
             if model.jit_compile:
-                self.one_step = tf.function(one_step, jit_compile=True, autograph=False)
-            self.run_steps = tf.function(_make_run_steps(model, self.one_step),
+                run_one = tf.function(run_one, jit_compile=True, autograph=False)
+            self.one_step = run_one
+            self.run_steps = tf.function(_make_run_steps(model, run_one),
                                          reduce_retracing=True, autograph=False)
 
     def run(self, iterator: Iterator, steps: int | None, on_batch_begin: Hook,
-            on_batch_end: Hook, should_stop: Callable[[], bool]) -> int:
-        """Runs up to ``steps`` batches (all when ``None``) with the batch hooks around each
-        chunk; returns the number of batches run."""
+            on_batch_end: Hook, should_stop: Callable[[], bool], first: int = 0) -> int:
+        """Runs batches ``first`` .. ``steps - 1`` (all when ``steps`` is ``None``) with the
+        batch hooks around each chunk; returns the number of batches run."""
         import tensorflow as tf
 
-        done = 0
+        done = first
         while steps is None or done < steps:
             chunk = self.chunk if steps is None else min(self.chunk, steps - done)
             if self.compile_mode == "epoch":
                 on_batch_begin(done)
-                ran, logs = self.run_steps(iterator, tf.constant(chunk))
+                ran, logs = self._call(self.run_steps, iterator, tf.constant(chunk))
                 ran = int(ran)
             else:
                 data = next(iterator, None)
                 if data is None:
                     break
                 on_batch_begin(done)
-                ran, logs = 1, self.one_step(data)
+                ran, logs = 1, self._call(self.one_step, data)
+            if self.guard is not None:
+                self.guard.advance(ran)
             if ran == 0:
                 break
             on_batch_end(done + ran - 1, logs)
             done += ran
             if ran < chunk or should_stop():
                 break
-        return done
+        return done - first
+
+    def _call(self, function: Callable, *args: Any) -> Any:
+        return function(*args) if self.guard is None else self.guard.run(function, *args)
+
+
+def _updates_only(logs: Logs) -> Logs:
+    """A replica's step returns nothing to reduce: its metric results are one replica's."""
+    del logs
+    return {}
+
+
+def _distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset) -> Any:
+    from kexp.distribute import distribute_dataset
+
+    return distribute_dataset(strategy, dataset)
+
+
+def _is_default(strategy: tf.distribute.Strategy) -> bool:
+    import tensorflow as tf
+
+    return strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
 
 
 def _make_run_steps(model: keras.Model, one_step: Callable[[Any], Logs]) -> Callable:
@@ -332,26 +424,79 @@ def _make_run_steps(model: keras.Model, one_step: Callable[[Any], Logs]) -> Call
 
 
 def _evaluate(model: keras.Model, loop: _Loop, dataset: tf.data.Dataset, steps: int | None,
-              callbacks: keras.callbacks.CallbackList) -> Logs:
+              callbacks: keras.callbacks.CallbackList,
+              strategy: tf.distribute.Strategy | None = None) -> Logs:
     """One pass over the validation data (Listing 7.23); returns the logs, not yet prefixed."""
     model.stop_evaluating = False
     callbacks.on_test_begin()
     model.reset_metrics()
-    loop.run(iter(dataset), steps or _known_cardinality(dataset),
-             callbacks.on_test_batch_begin, callbacks.on_test_batch_end,
+    steps = steps or _known_cardinality(dataset)
+    if strategy is not None:
+        dataset = _distribute(strategy, dataset)
+    loop.run(iter(dataset), steps, callbacks.on_test_batch_begin, callbacks.on_test_batch_end,
              should_stop=lambda: model.stop_evaluating)
     logs = model.get_metrics_result()
     callbacks.on_test_end(logs)
     return logs
 
 
-def _build(model: keras.Model, dataset: tf.data.Dataset) -> None:
+def _build(model: keras.Model, dataset: tf.data.Dataset,
+           strategy: tf.distribute.Strategy | None = None) -> None:
     """Creates the model's, compiled loss's, metrics' and optimizer's variables up front.
 
     Built from the dataset's element spec, so no batch is consumed; with every variable in
-    place before tracing, each ``tf.function`` traces once instead of twice.
+    place before tracing, each ``tf.function`` traces once instead of twice. Under a strategy
+    this is also what makes the compiled metrics usable inside ``strategy.run``.
     """
-    model._symbolic_build(data_batch=dataset.element_spec)
+    if strategy is None:
+        model._symbolic_build(data_batch=dataset.element_spec)
+    else:
+        from kexp.distribute import build_for_strategy
+
+        build_for_strategy(model, strategy, dataset.element_spec)
+
+
+class _Guard:
+    """Each executed chunk under a ``PreemptionCheckpointHandler``, with the global step
+    (``step``, saved with the model and optimizer) that the handler's checkpoint records."""
+
+    def __init__(self, handler: Any, step: tf.Variable):
+        self.handler = handler
+        self.step = step
+
+    def run(self, function: Callable, *args: Any) -> Any:
+        return self.handler.run(function, *args)
+
+    def advance(self, ran: int) -> None:
+        self.step.assign_add(ran)
+
+
+@contextmanager
+def _preemption(strategy: tf.distribute.Strategy | None, model: keras.Model,
+                directory: str | None, restore: bool, step: int) -> Iterator[_Guard | None]:
+    """The pre-emption guard of a run (``None`` without ``directory``)."""
+    if strategy is None or directory is None:
+        yield None
+        return
+    import tensorflow as tf
+
+    from kexp.distribute import Preempted, preemption_handler
+
+    counter = tf.Variable(step, dtype=tf.int64, trainable=False, name="global_step")
+    # The random layers' generator states are not tracked through the model (Keras 3.15):
+    # without them a resumed run's Dropout masks would differ from an uninterrupted run's.
+    seeds = [v for v in model.variables if "seed_generator_state" in v.path]
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=counter,
+                                     seeds=seeds)
+    try:
+        with preemption_handler(strategy, checkpoint, directory, restore=restore) as handler:
+            if int(counter.numpy()) != step:
+                raise RuntimeError(f"the pre-emption checkpoint in {directory} is at step "
+                                   f"{int(counter.numpy())}, expected {step}")
+            yield _Guard(handler, counter)
+    except Preempted as exc:
+        exc.step = int(counter.numpy())
+        raise
 
 
 def _known_cardinality(dataset: tf.data.Dataset) -> int | None:

@@ -12,14 +12,32 @@ is removed again if that set-up fails.
 (``kexp.training.resume``): the same data, model and compile steps, then ``fit`` /
 ``fit_custom`` from the saved epoch with the state put back by the ``RunState`` callback.
 A process holds the run's lock (``Run.lock``) while it trains it.
+
+Distribution (``distribute.strategy``, ``kexp.distribute``): the strategy is created right
+after seeding, before any tensor; data, model and compile happen under its scope.
+``data.batch_size`` is the global batch. ``fit`` gets undistributed datasets (Keras distributes
+them under ``mirrored``); ``fit_custom`` gets the strategy and runs its steps with
+``strategy.run``. The default strategy takes none of these paths.
+
+Under ``multi_worker`` every worker runs the same code, callbacks included, because reading
+a metric is a cross-worker collective; only the chief (worker 0) writes the run directory.
+The other workers write the same files into a private temporary copy, removed when they
+finish. A fresh run's directory is created by the chief alone; on ``--resume RUN_DIR`` every
+worker is given the same path (a shared filesystem) and the others copy what they need from
+it. A SIGTERM to any worker saves every worker's state at the same step into
+``<run>/checkpoints/preemption`` (chief only) and stops them all with exit code 130; the run
+is marked ``interrupted``, and ``--resume`` continues at that step: the per-epoch state sets
+restore the callbacks, the pre-emption checkpoint the weights, optimizer and step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -61,20 +79,26 @@ def train(cfg: Config, options: TrainOptions = TrainOptions()) -> Run:
         KeyboardInterrupt: Ctrl-C or SIGTERM (the run is marked ``interrupted``).
     """
     _seed(cfg)
-    splits, model = _data_and_model(cfg)
-    runs_dir = Path(cfg.runs_dir) / ("_smoke" if options.smoke else "")
-    run = Run.create(runs_dir, cfg.run_name())
-    run.lock()  # a new directory: nobody else can hold it
-    try:
+    strategy = _start_strategy(cfg)
+    with _scope(strategy):
+        splits, model = _data_and_model(cfg)
+        runs_dir = Path(cfg.runs_dir) / ("_smoke" if options.smoke else "")
+        chief = _is_chief(cfg)
+        run = Run.create(runs_dir if chief else _private_dir(), cfg.run_name())
+        run.lock()  # a new directory: nobody else can hold it
         try:
-            job = _prepare(cfg, options, run, model, splits)
-            _record_start(cfg, options, run, model, job)
-        except BaseException:  # nothing half-written is left behind
-            _remove(run)
-            raise
-        _check_data_and_fit(cfg, run, model, splits, job)
-    finally:
-        run.unlock()
+            try:
+                job = _prepare(cfg, options, run, model, splits, strategy=strategy)
+                _record_start(cfg, options, run, model, job)
+            except BaseException:  # nothing half-written is left behind
+                _remove(run)
+                raise
+            _announce(cfg, run, chief)
+            _check_data_and_fit(cfg, run, model, splits, job)
+        finally:
+            run.unlock()
+            if not chief:
+                _remove_private(run)
     return run
 
 
@@ -95,7 +119,10 @@ def resume(path: Path, sets: Sequence[str] = (), command: Sequence[str] = ()) ->
     from kexp.training import resume as rs
 
     plan = rs.plan_resume(Path(path), sets)
-    run, cfg = plan.run, plan.cfg
+    cfg = plan.cfg
+    chief = _is_chief(cfg)
+    # Other workers train a private copy: the same callbacks, state and history, no writes here.
+    run = plan.run if chief else _private_copy(plan.run)
     if not run.lock():
         raise rs.ResumeError(f"cannot resume {run.path}: another process is training it "
                              f"(it holds {run.file('.lock')})")
@@ -104,16 +131,137 @@ def resume(path: Path, sets: Sequence[str] = (), command: Sequence[str] = ()) ->
         start = rs.start_epoch(plan, saved)
         options = TrainOptions(smoke=bool(plan.info.get("smoke")), command=tuple(command))
         _seed(cfg)
-        splits, model = _data_and_model(cfg)
-        job = _prepare(cfg, options, run, model, splits,
-                       resumed=_Resumed(start, saved, plan.extended))
-        _record_resume(cfg, options, run, plan, job)
-        print(f"resuming {run.path} at epoch {start} of {job.epochs}"
-              + (f" (from {saved.path.name})" if saved else ""), file=sys.stderr)
-        _check_data_and_fit(cfg, run, model, splits, job)
+        strategy = _start_strategy(cfg)
+        with _scope(strategy):
+            splits, model = _data_and_model(cfg)
+            job = _prepare(cfg, options, run, model, splits, strategy=strategy,
+                           resumed=_Resumed(start, saved, plan.extended), source=plan.run)
+            _record_resume(cfg, options, run, plan, job)
+            at_step = (f", step {job.dist.initial_step}"
+                       if job.dist is not None and job.dist.initial_step else "")
+            print(f"resuming {plan.run.path} at epoch {start}{at_step} of {job.epochs}"
+                  + (f" (from {saved.path.name})" if saved else ""), file=sys.stderr)
+            _check_data_and_fit(cfg, run, model, splits, job)
     finally:
         run.unlock()
-    return run
+        if not chief:
+            _remove_private(run)
+    return plan.run
+
+
+# --------------------------------------------------------------------------- distribution
+
+
+@dataclass(frozen=True)
+class _Distributed:
+    """How a run is distributed: the strategy, and for ``multi_worker`` with the custom loop
+    the pre-emption checkpoint directory, whether to restore it, and the batch of the first
+    epoch it resumes at."""
+
+    strategy: Any
+    preemption_dir: str | None = None
+    restore: bool = False
+    initial_step: int = 0
+
+
+def _start_strategy(cfg: Config) -> Any:
+    """The config's strategy (None for the default one), created before any tensor exists."""
+    spec = cfg.distribute
+    if spec.strategy == "default":
+        return None
+    spe = cfg.compile.steps_per_execution
+    if cfg.train.loop == "fit" and spe != "auto" and spe > 1:
+        raise ConfigError(Problem(
+            "compile.steps_per_execution",
+            f"Keras 3.15's model.fit fails under a distribution strategy with more than one "
+            f"step per execution. Received: {spe} with distribute.strategy: {spec.strategy}. "
+            "Expected: 1 or auto, or train.loop: custom.",
+            _where(cfg, "compile.steps_per_execution")))
+    from kexp import distribute
+
+    strategy = distribute.make_strategy(spec.strategy, spec.devices, spec.communication)
+    if spec.strategy == "multi_worker":
+        index, count = distribute.worker_index(), distribute.num_workers()
+        role = " (chief)" if distribute.is_chief() else ""
+        print(f"worker {index} of {count}{role}, {strategy.num_replicas_in_sync} replicas",
+              file=sys.stderr, flush=True)
+    return strategy
+
+
+def _where(cfg: Config, path: str) -> str:
+    """``file:line:col`` of a config path ('' when unknown)."""
+    from kexp.config.load import parse_path
+
+    try:
+        return (cfg.sources.where(parse_path(path)) or "") if cfg.sources is not None else ""
+    except ValueError:
+        return ""
+
+
+def _scope(strategy: Any) -> Any:
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def _is_chief(cfg: Config) -> bool:
+    if cfg.distribute.strategy != "multi_worker":
+        return True
+    from kexp.distribute import is_chief
+
+    return is_chief()
+
+
+def _private_dir() -> Path:
+    from kexp.distribute import worker_index
+
+    return Path(tempfile.mkdtemp(prefix=f"kexp-worker{worker_index()}-"))
+
+
+def _private_copy(run: Run) -> Run:
+    """A non-chief worker's copy of the run it resumes (not the TensorBoard logs, the
+    pre-emption checkpoints or the lock: every worker reads those from the run itself)."""
+    copy = _private_dir() / run.path.parent.name / run.path.name
+    shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns(".lock", "logs",
+                                                                 "preemption", ".*.tmp*"))
+    return Run(copy)
+
+
+def _remove_private(run: Run) -> None:
+    """Remove a non-chief worker's ``<tmp>/<name>/<run>``."""
+    shutil.rmtree(run.path.parent.parent, ignore_errors=True)
+
+
+def _announce(cfg: Config, run: Run, chief: bool) -> None:
+    """Under multi_worker, where the run goes (the user needs it to resume after a
+    pre-emption)."""
+    if cfg.distribute.strategy == "multi_worker" and chief:
+        print(f"run directory: {run.path}", file=sys.stderr, flush=True)
+
+
+def _distributed(cfg: Config, strategy: Any, run: Run, source: Run | None, steps: int,
+                 start: int, resumed: bool) -> _Distributed | None:
+    if strategy is None:
+        return None
+    if cfg.distribute.strategy != "multi_worker" or cfg.train.loop != "custom":
+        return _Distributed(strategy)
+    from kexp.distribute import preempted_step
+
+    directory = str((source or run).file("checkpoints/preemption"))
+    step = preempted_step(directory) if resumed else None
+    # Usable when it lies in the epoch the state sets resume at; older is stale.
+    if step is None or not start * steps <= step < (start + 1) * steps:
+        return _Distributed(strategy, directory)
+    return _Distributed(strategy, directory, restore=True, initial_step=step - start * steps)
+
+
+def _cluster(cfg: Config, strategy: Any) -> dict[str, Any]:
+    from kexp import distribute
+
+    cluster: dict[str, Any] = {"strategy": cfg.distribute.strategy,
+                               "replicas": strategy.num_replicas_in_sync}
+    if cfg.distribute.strategy == "multi_worker":
+        cluster["num_workers"] = distribute.num_workers()
+        cluster["workers"] = distribute.worker_addresses()
+    return cluster
 
 
 def _data_and_model(cfg: Config) -> tuple[Any, Any]:
@@ -201,10 +349,12 @@ class _Job:
     # Nothing left to train (resumed after the last epoch, or after a callback stopped
     # training): the callbacks only begin and end, so the saved state is restored.
     finished: bool = False
+    dist: _Distributed | None = None
 
 
 def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: Any,
-             resumed: _Resumed | None = None) -> _Job:
+             resumed: _Resumed | None = None, strategy: Any = None,
+             source: Run | None = None) -> _Job:
     from kexp.data.pipeline import eval_dataset, train_dataset
     from kexp.training import callbacks as cb
     from kexp.training.compile import compile_model
@@ -217,6 +367,9 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     train_ds, steps = train_dataset(splits.train, batch_size=batch, seed=cfg.seed,
                                     shuffle=bool(cfg.data.shuffle), epochs=epochs,
                                     initial_epoch=min(start, epochs), steps_per_epoch=steps)
+    dist = _distributed(cfg, strategy, run, source, steps, start, bool(resumed))
+    if dist is not None and dist.initial_step:
+        train_ds = train_ds.skip(dist.initial_step)
     val_steps = SMOKE_STEPS if options.smoke else None
     val_ds = (eval_dataset(splits.validation, batch_size=batch, steps=val_steps)
               if splits.validation is not None else None)
@@ -226,8 +379,10 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     user = cb.build_user_callbacks(cfg.train.callbacks, run.path)
     if resumed:
         rewind_csv_loggers(user, start)
+    # Under a strategy `steps_per_execution: auto` is 1: Keras 3.15's fit fails with more
+    # ("You must feed a value for placeholder tensor 'while/.../Placeholder_1'").
     compile_model(model, cfg.compile, steps_per_epoch=steps,
-                  every_batch=cb.needs_every_batch(user))
+                  every_batch=cb.needs_every_batch(user) or strategy is not None)
 
     guard = cb.NonFiniteGuard()
     monitor = cb.resolve_monitor(cfg.train.monitor, val_ds is not None)
@@ -256,7 +411,7 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     finished = bool(resumed) and (start >= epochs or (
         resumed.saved is not None and resumed.saved.stopped and not resumed.extended))
     return _Job(train_ds, val_ds, test_ds, steps, epochs, callbacks, guard, monitor,
-                start, finished)
+                start, finished, dist)
 
 
 def _recorded_best(run: Run, monitor: str) -> float | None:
@@ -288,6 +443,7 @@ def _record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, job:
         "plugins": list(cfg.plugins),
         "versions": versions(),
         "epochs_completed": 0,
+        **({"cluster": _cluster(cfg, job.dist.strategy)} if job.dist is not None else {}),
     })
 
 
@@ -297,9 +453,12 @@ def _record_resume(cfg: Config, options: TrainOptions, run: Run, plan: Any, job:
     info = run.info()
     for stale in ("ended", "reason", "final_metrics"):
         info.pop(stale, None)
+    entry = {"at": now(), "epoch": job.start, "command": list(options.command)}
+    if job.dist is not None:
+        entry.update(step=job.start * job.steps + job.dist.initial_step,
+                     cluster=_cluster(cfg, job.dist.strategy))
     info.update(status="running", epochs=job.epochs, epochs_completed=job.start,
-                resumed=[*info.get("resumed", []),
-                         {"at": now(), "epoch": job.start, "command": list(options.command)}])
+                resumed=[*info.get("resumed", []), entry])
     if plan.extended:
         run.write_yaml("config.yaml", cfg.to_yaml_dict())
         info["config_hash"] = config_hash(cfg)
@@ -342,10 +501,22 @@ def _node_named_in(message: str, cfg: Config, model: Any) -> Any:
 
 
 def _fit(cfg: Config, run: Run, model: Any, job: _Job) -> None:
+    from kexp.distribute import Preempted
+
     started = time.perf_counter()
     try:
         with _sigterm_as_interrupt():
             history = _end_only(model, job) if job.finished else _loop(cfg, model, job)
+    except Preempted as exc:
+        step = getattr(exc, "step", None)
+        run.update(status="interrupted", ended=now(), preempted_step=step,
+                   reason=f"pre-empted (SIGTERM to a worker) at step {step}",
+                   duration_seconds=round(time.perf_counter() - started, 3))
+        from kexp.distribute import is_chief
+
+        where = run.path if is_chief() else "RUN_DIR (the chief's run directory)"
+        raise Preempted(f"pre-empted at step {step}: every worker saved its state; restart "
+                        f"every worker with --resume {where}") from None
     except KeyboardInterrupt:
         run.update(status="interrupted", ended=now(), reason="interrupted (Ctrl-C or SIGTERM)",
                    duration_seconds=round(time.perf_counter() - started, 3))
@@ -370,6 +541,10 @@ def _loop(cfg: Config, model: Any, job: _Job) -> Any:
     if cfg.train.loop == "custom":
         from kexp.training.custom_loop import fit_custom
 
+        if job.dist is not None:
+            kwargs.update(strategy=job.dist.strategy, initial_step=job.dist.initial_step,
+                          preemption_dir=job.dist.preemption_dir,
+                          restore_preemption=job.dist.restore)
         return fit_custom(model, job.train_ds, compile_mode=cfg.train.compile_mode, **kwargs)
     return model.fit(job.train_ds, verbose=0, shuffle=False, **kwargs)
 
@@ -400,11 +575,24 @@ def _finish(run: Run, model: Any, job: _Job, history: Any, seconds: float) -> No
         "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_")},
     }
     if job.test_ds is not None:
-        result = model.evaluate(job.test_ds, verbose=0, return_dict=True)
-        metrics["test"] = {k: float(v) for k, v in result.items()}
+        metrics["test"] = _evaluate_test(model, job)
     run.write_json("metrics.json", metrics)
     run.update(status="completed", ended=now(), duration_seconds=round(seconds, 3),
                final_metrics=metrics, epochs_completed=job.start + ran)
+    if job.dist is not None and job.dist.preemption_dir is not None:
+        # A completed run is not resumed from a pre-emption: its checkpoint is stale.
+        shutil.rmtree(run.file("checkpoints/preemption"), ignore_errors=True)
+
+
+def _evaluate_test(model: Any, job: _Job) -> dict[str, float]:
+    if job.dist is not None and job.dist.preemption_dir is not None:
+        # multi_worker: Keras's evaluate fails there as fit does (keras-team/keras#20585).
+        from kexp.training.custom_loop import evaluate_custom
+
+        result = evaluate_custom(model, job.test_ds, strategy=job.dist.strategy)
+    else:
+        result = model.evaluate(job.test_ds, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in result.items()}
 
 
 @contextmanager
