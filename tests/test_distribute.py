@@ -56,6 +56,7 @@ def test_cluster_of_one_without_tf_config(monkeypatch):
     assert distribute.is_chief()
     assert distribute.worker_index() == 0
     assert distribute.num_workers() == 1
+    assert distribute.worker_addresses() == []
 
 
 @pytest.mark.parametrize(
@@ -73,6 +74,7 @@ def test_cluster_queries_read_tf_config(monkeypatch, cluster, task, chief, index
     assert distribute.is_chief() is chief
     assert distribute.worker_index() == index
     assert distribute.num_workers() == count
+    assert distribute.worker_addresses() == [*cluster.get("chief", []), *cluster["worker"]]
 
 
 def test_tf_config_built_for_a_worker_reads_back(monkeypatch):
@@ -186,6 +188,18 @@ def test_launcher_gives_each_worker_its_tf_config_and_prefixes_output(capsys):
     assert any(line.startswith("[worker 1] index 1 cluster 127.0.0.1:") for line in lines)
     clusters = {line.split("cluster ")[1] for line in lines if " cluster " in line}
     assert len(clusters) == 1  # both workers see the same cluster
+
+
+def test_launcher_passes_each_line_with_its_worker(capsys):
+    seen: list[tuple[int, str]] = []
+    code = distribute.launch_local_workers(
+        [sys.executable, "-c", WORKER, "0,0", "0,0"], 2, grace_period=2.0,
+        on_line=lambda index, line: seen.append((index, line)),
+    )
+
+    assert code == 0
+    assert (0, "exiting 0") in seen and (1, "exiting 0") in seen
+    assert all(line.startswith(f"index {i} ") for i, line in seen if line.startswith("index"))
 
 
 def test_launcher_returns_the_first_failure(capsys):
@@ -338,3 +352,17 @@ def test_mirrored_on_two_cpus_trains_like_the_default_strategy():
     assert report["max_abs_diff"] < 1e-5
     assert report["loss_diff"] < 1e-5
     assert report["accuracy"][0] == report["accuracy"][1]
+
+
+def test_preempted_step_reads_the_step_of_the_latest_checkpoint(tmp_path):
+    # Last in this file: it starts TensorFlow in this process.
+    import tensorflow as tf
+
+    assert distribute.preempted_step(str(tmp_path / "none")) is None
+    step = tf.Variable(7, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step), str(tmp_path), 1)
+    manager.save()
+    step.assign(12)
+    manager.save()
+
+    assert distribute.preempted_step(str(tmp_path)) == 12
