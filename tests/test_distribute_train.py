@@ -170,6 +170,31 @@ def test_bad_cluster_options_are_usage_errors(tmp_path, args, named):
     assert not (tmp_path / "runs").exists()
 
 
+def test_local_workers_launcher_does_not_import_tensorflow(tmp_path):
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import kexp.distribute as distribute
+        def launch(argv, n, **kwargs):
+            print(json.dumps({"tf": "tensorflow" in sys.modules, "argv": argv[3:], "n": n}))
+            return 0
+        distribute.launch_local_workers = launch
+        from kexp.cli.app import main
+        sys.argv = ["kexp", *sys.argv[1:]]
+        main()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "train", str(CONFIGS / "digits_mlp.yaml"), *MULTI_WORKER,
+         "--plugin", "kexp.registry", "--name", "x", "--local-workers", "2"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    launched = json.loads(result.stdout.splitlines()[0])
+    assert launched == {"tf": False, "n": 2, "argv": [
+        "train", str(CONFIGS / "digits_mlp.yaml"), *MULTI_WORKER,
+        "--plugin", "kexp.registry", "--name", "x"]}
+
+
 # --------------------------------------------------------------------------- mirrored
 
 
