@@ -13,6 +13,9 @@ __all__ = ["LOSS_TOLERANCE", "TARGETS", "rate", "summarize", "print_report"]
 # differ by about 1.5% (measured); a speed-up that changed what is learned (a lost update,
 # a repeated or skipped batch, a wrong loss weighting) shows well beyond 5%.
 LOSS_TOLERANCE = 0.05
+# ... or by at most this much: a loss near zero varies more, relatively, between seeds (the
+# ticket model's final loss is about 0.02 and varies by 0.003 between seeds).
+LOSS_TOLERANCE_ABS = 0.005
 
 # The targets (ratios are to plain `model.fit` in the same run).
 TARGETS = {
@@ -48,11 +51,11 @@ def summarize(info: dict[str, Any], groups: list[Any], runs: list[dict[str, Any]
     for group in groups:
         base = {r["rep"]: r for r in by_key[(group.title, group.variants[0].name)]}
         for variant in group.variants:
-            rows.append(_row(group.title, variant, by_key[(group.title, variant.name)], base,
-                             getattr(group, "loss_tolerance", LOSS_TOLERANCE)))
+            rows.append(_row(group.title, variant, by_key[(group.title, variant.name)], base))
     errors = [f"{r['group']} / {r['variant']} rep {r['rep'] + 1}: {r['error']}"
               for r in runs if "error" in r]
     results = {"info": info, "seconds": seconds, "loss_tolerance": LOSS_TOLERANCE,
+               "loss_tolerance_abs": LOSS_TOLERANCE_ABS,
                "rows": rows, "processes": processes, "errors": errors}
     results["targets"] = _targets(rows, processes)
     results["runs"] = runs
@@ -60,11 +63,11 @@ def summarize(info: dict[str, Any], groups: list[Any], runs: list[dict[str, Any]
 
 
 def _row(group: str, variant: Any, runs: list[dict[str, Any]],
-         base: dict[int, dict[str, Any]], tolerance: float) -> dict[str, Any]:
+         base: dict[int, dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {"group": group, "variant": variant.name, "batch": variant.batch,
                            "workload": variant.workload, "impl": variant.impl,
                            "baseline": variant.is_baseline, "subset_steps": variant.steps,
-                           "reps": len(runs), "loss_tolerance": tolerance}
+                           "reps": len(runs)}
     if not runs:
         return row
     loop_ratios, run_ratios, rss_ratios = [], [], []
@@ -97,7 +100,7 @@ def _row(group: str, variant: Any, runs: list[dict[str, Any]],
     if variant.steps is None and loss is not None and base_loss:
         delta = loss - base_loss
         row.update({"delta_loss": delta, "delta_loss_rel": delta / base_loss,
-                    "loss_ok": abs(delta) <= tolerance * base_loss})
+                    "loss_ok": abs(delta) <= max(LOSS_TOLERANCE * base_loss, LOSS_TOLERANCE_ABS)})
     if variant.is_baseline and len(runs) > 1 and loss:
         losses = [r["final_loss"] for r in runs]
         row["seed_spread_rel"] = (max(losses) - min(losses)) / loss
@@ -188,11 +191,9 @@ def print_report(results: dict[str, Any], console: Any) -> None:
         table.add_row(*_cells(row))
     console.print(table)
     notes = [f"Losses agree when the medians differ by at most {results['loss_tolerance']:.0%} "
-             "of plain fit's. Plain fit is unseeded, as the chapter's script is; the others "
-             "use the repetition's number as their seed."]
+             f"of plain fit's or {LOSS_TOLERANCE_ABS:g}. Plain fit is unseeded, as the "
+             "chapter's script is; the others use the repetition's number as their seed."]
     for row in results["rows"]:
-        if row["baseline"] and row.get("loss_tolerance", 0) != results["loss_tolerance"]:
-            notes.append(f"{row['group']}: losses agree within {row['loss_tolerance']:.0%}.")
         if row.get("subset_steps"):
             notes.append(f"{row['variant']} (batch {row['batch']}): {row['subset_steps']} steps "
                          "per epoch, samples/s per sample trained; its loss is not comparable.")
