@@ -128,10 +128,12 @@ def quick_plan() -> Plan:
 def run_benchmark(plan: Plan, workdir: Path, console: Any) -> dict[str, Any]:
     """Run ``plan`` in ``workdir``; return the results (what ``latest.json`` holds)."""
     started = time.perf_counter()
+    info = plan_info(plan)
     data = _write_data(plan, workdir)
     processes = time_processes(plan, workdir, console) if plan.processes else {}
     runs = _run_groups(plan, data, workdir, console, started)
-    return report.summarize(plan_info(plan), plan.groups, runs, processes,
+    info["load_average_at_end"] = list(os.getloadavg())
+    return report.summarize(info, plan.groups, runs, processes,
                             seconds=time.perf_counter() - started)
 
 
