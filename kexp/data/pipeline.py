@@ -24,7 +24,7 @@ from kexp.data.splits import Split
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["train_dataset", "eval_dataset", "epoch_permutation"]
+__all__ = ["train_dataset", "epoch_dataset", "eval_dataset", "epoch_permutation"]
 
 
 def train_dataset(
@@ -91,6 +91,35 @@ def train_dataset(
     indices = orders.map(epoch_order).prefetch(1).flat_map(batches)
     indices = indices.apply(
         tf.data.experimental.assert_cardinality(steps * max(epochs - initial_epoch, 0)))
+    return _gather(indices, split), steps
+
+
+def epoch_dataset(split: Split, *, batch_size: int, seed: int, epoch: tf.Variable,
+                  shuffle: bool | int = True) -> tuple[tf.data.Dataset, int]:
+    """One epoch of ``(x, y)`` batches whose order is that of epoch ``epoch`` (a variable read
+    each time an iterator starts), and the number of batches.
+
+    For ``model.fit`` without ``steps_per_epoch``: Keras then starts a new iterator every
+    epoch and may run several steps per call (``steps_per_execution``) whatever the number of
+    batches, the last call stopping where the data ends. A callback assigns the epoch in
+    ``on_epoch_begin``. Epoch ``e``'s batches are those ``train_dataset`` gives for ``e``.
+    """
+    import tensorflow as tf
+
+    n = _check_sizes(split, batch_size)
+    steps = math.ceil(n / batch_size)
+
+    def order(_: tf.Tensor) -> tf.Tensor:
+        if not shuffle:
+            return tf.range(n, dtype=tf.int64)
+        return _permutation(n, seed, epoch.read_value(), tf.constant(0, tf.int64))
+
+    def batches(indices: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.range(steps).map(
+            lambda i: indices[i * batch_size:(i + 1) * batch_size])
+
+    indices = tf.data.Dataset.range(1).map(order).flat_map(batches)
+    indices = indices.apply(tf.data.experimental.assert_cardinality(steps))
     return _gather(indices, split), steps
 
 

@@ -17,11 +17,12 @@ AUTO_STEPS_PER_EXECUTION = 32
 
 
 def compile_model(model: Any, spec: CompileSpec, *, steps_per_epoch: int,
-                  every_batch: bool) -> None:
+                  every_batch: bool, aligned: bool = True) -> None:
     """Compile ``model`` as the config says.
 
     ``every_batch`` is true when a callback needs to see each batch (a per-batch loss
-    plotter): ``steps_per_execution: auto`` is then 1.
+    plotter): ``steps_per_execution: auto`` is then 1. ``aligned`` is true when one
+    iterator runs through every epoch, so executions must not cross an epoch's end.
 
     Example:
         ```yaml
@@ -36,19 +37,22 @@ def compile_model(model: Any, spec: CompileSpec, *, steps_per_epoch: int,
         loss=_per_output(spec.loss, LOSSES),
         loss_weights=spec.loss_weights,
         metrics=_per_output(spec.metrics, METRICS),
-        steps_per_execution=steps_per_execution(spec, steps_per_epoch, every_batch),
+        steps_per_execution=steps_per_execution(spec, steps_per_epoch, every_batch, aligned),
         jit_compile=spec.jit_compile,
     )
 
 
-def steps_per_execution(spec: CompileSpec, steps_per_epoch: int, every_batch: bool) -> int:
+def steps_per_execution(spec: CompileSpec, steps_per_epoch: int, every_batch: bool,
+                        aligned: bool = True) -> int:
     """The configured value, or what ``auto`` picks."""
     if spec.steps_per_execution != "auto":
         return spec.steps_per_execution
     if every_batch:
         return 1
-    # A divisor of the epoch's steps: Keras runs whole executions, so any other value would
-    # carry an epoch into the next one's batches.
+    if not aligned:  # a new iterator each epoch: the last call just stops at the data's end
+        return max(1, min(AUTO_STEPS_PER_EXECUTION, steps_per_epoch))
+    # A divisor of the epoch's steps: with one iterator through every epoch, Keras runs
+    # whole executions, so any other value would carry an epoch into the next one's batches.
     return max(d for d in range(1, min(AUTO_STEPS_PER_EXECUTION, steps_per_epoch) + 1)
                if steps_per_epoch % d == 0)
 

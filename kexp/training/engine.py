@@ -350,6 +350,7 @@ class _Job:
     # training): the callbacks only begin and end, so the saved state is restored.
     finished: bool = False
     dist: _Distributed | None = None
+    fit_steps: int | None = None  # steps_per_epoch for model.fit (None: a one-epoch dataset)
 
 
 def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: Any,
@@ -364,9 +365,24 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     epochs = 1 if options.smoke else cfg.train.epochs
     steps = SMOKE_STEPS if options.smoke else cfg.train.steps_per_epoch
     batch = cfg.data.batch_size
-    train_ds, steps = train_dataset(splits.train, batch_size=batch, seed=cfg.seed,
-                                    shuffle=bool(cfg.data.shuffle), epochs=epochs,
-                                    initial_epoch=min(start, epochs), steps_per_epoch=steps)
+    # `fit` on one process reads a one-epoch dataset (a new iterator each epoch), so it may
+    # run up to 32 steps per call whatever the epoch's length; everything else reads one
+    # dataset through every epoch. Both give epoch e the same batches.
+    per_epoch = (cfg.train.loop == "fit" and strategy is None and steps is None)
+    counter = None
+    if per_epoch:
+        import tensorflow as tf
+
+        from kexp.data.pipeline import epoch_dataset
+
+        epoch_var = tf.Variable(start, dtype=tf.int64, trainable=False, name="kexp_epoch")
+        train_ds, steps = epoch_dataset(splits.train, batch_size=batch, seed=cfg.seed,
+                                        epoch=epoch_var, shuffle=bool(cfg.data.shuffle))
+        counter = cb.EpochCounter(epoch_var)
+    else:
+        train_ds, steps = train_dataset(splits.train, batch_size=batch, seed=cfg.seed,
+                                        shuffle=bool(cfg.data.shuffle), epochs=epochs,
+                                        initial_epoch=min(start, epochs), steps_per_epoch=steps)
     dist = _distributed(cfg, strategy, run, source, steps, start, bool(resumed))
     if dist is not None and dist.initial_step:
         train_ds = train_ds.skip(dist.initial_step)
@@ -382,19 +398,18 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     # Under a strategy `steps_per_execution: auto` is 1: Keras 3.15's fit fails with more
     # ("You must feed a value for placeholder tensor 'while/.../Placeholder_1'").
     compile_model(model, cfg.compile, steps_per_epoch=steps,
-                  every_batch=cb.needs_every_batch(user) or strategy is not None)
+                  every_batch=cb.needs_every_batch(user) or strategy is not None,
+                  aligned=not per_epoch)
 
     guard = cb.NonFiniteGuard()
     monitor = cb.resolve_monitor(cfg.train.monitor, val_ds is not None)
     history = cb.read_history(run.file("history.csv")) if resumed else None
     standard: list = [guard, cb.HistoryCSV(run.file("history.csv"), history, start)]
     if cfg.train.tensorboard:
-        import keras
 
         from kexp.training.graph import ModelGraph
 
-        standard.append(keras.callbacks.TensorBoard(log_dir=str(run.file("logs")),
-                                                    write_graph=True))
+        standard.append(cb.EpochTensorBoard(log_dir=str(run.file("logs")), write_graph=True))
         standard.append(ModelGraph(run.file("logs"), train_ds.element_spec[0]))
     if cfg.train.checkpoints:
         standard.append(cb.RunCheckpoints(run, monitor, cfg.train.mode,
@@ -402,7 +417,7 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     standard.append(cb.RunRecorder(run))
     if cfg.train.progress:
         standard.append(cb.Progress(epochs, steps))
-    callbacks = user + standard
+    callbacks = ([counter] if counter else []) + user + standard
     if resumed:
         after_earlier_logs(callbacks)
     # Last: it saves what the others updated, and restores after they reset.
@@ -411,7 +426,7 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     finished = bool(resumed) and (start >= epochs or (
         resumed.saved is not None and resumed.saved.stopped and not resumed.extended))
     return _Job(train_ds, val_ds, test_ds, steps, epochs, callbacks, guard, monitor,
-                start, finished, dist)
+                start, finished, dist, fit_steps=None if per_epoch else steps)
 
 
 def _recorded_best(run: Run, monitor: str) -> float | None:
@@ -536,7 +551,7 @@ def _fit(cfg: Config, run: Run, model: Any, job: _Job) -> None:
 
 
 def _loop(cfg: Config, model: Any, job: _Job) -> Any:
-    kwargs = dict(epochs=job.epochs, initial_epoch=job.start, steps_per_epoch=job.steps,
+    kwargs = dict(epochs=job.epochs, initial_epoch=job.start, steps_per_epoch=job.fit_steps,
                   validation_data=job.val_ds, callbacks=job.callbacks)
     if cfg.train.loop == "custom":
         from kexp.training.custom_loop import fit_custom

@@ -401,8 +401,9 @@ def _restore_rng(saved: SavedState) -> None:
         import tensorflow as tf
 
         state, algorithm = arrays["rng.tensorflow"], rng["tensorflow_algorithm"]
-        generator = tf.random.get_global_generator()
-        if int(generator.algorithm) == algorithm:
+        # Not get_global_generator(): under op determinism it refuses to create one.
+        generator = _tf_global_generator()
+        if generator is not None and int(generator.algorithm) == algorithm:
             generator.reset(state)
         else:
             tf.random.set_global_generator(tf.random.Generator.from_state(state, algorithm))
