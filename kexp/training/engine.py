@@ -415,7 +415,7 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
         standard.append(cb.RunCheckpoints(run, monitor, cfg.train.mode,
                                           best=_recorded_best(run, monitor) if resumed else None))
     standard.append(cb.RunRecorder(run))
-    if cfg.train.progress:
+    if cfg.train.progress and _is_chief(cfg):  # one progress display per cluster
         standard.append(cb.Progress(epochs, steps))
     callbacks = ([counter] if counter else []) + user + standard
     if resumed:
