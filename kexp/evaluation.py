@@ -131,6 +131,9 @@ def load_run_model(file: Path, compile: bool = True) -> Any:
         DataError: a model holding code (a ``Lambda`` layer), or one Keras cannot rebuild (a
             custom class whose plugin is not imported).
     """
+    from kexp._tf import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     try:
@@ -248,6 +251,9 @@ def _data_sets(data: Sequence[str]) -> list[str]:
 
 
 def _load_splits(cfg: Config) -> Splits:
+    from kexp._tf import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     from kexp.data.load import load_data

@@ -40,6 +40,9 @@ def missing_requirement(config: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Smoke-train every ``*.yaml`` in the folder given (default ``configs``)."""
     folder = Path((argv or sys.argv[1:] or ["configs"])[0])
+    from kexp._tf import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     from kexp.config import load_config
