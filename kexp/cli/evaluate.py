@@ -29,9 +29,9 @@ def evaluate(
 ) -> None:
     """Evaluate a run's model: print its metrics and record them in the run's
     evaluation.json."""
-    from rich.console import Console
     from rich.table import Table
 
+    from kexp.cli.console import console
     from kexp.evaluation import evaluate_run, find_run, record_evaluation
 
     run = find_run(run_dir)
@@ -42,5 +42,5 @@ def evaluate(
     table = Table("metric", "value")
     for name, value in result.metrics.items():
         table.add_row(name, f"{value:.6g}")
-    Console().print(table)
+    console().print(table)
     typer.echo(f"wrote {run / 'evaluation.json'}")

@@ -11,9 +11,9 @@ def list_components(
     plugin: list[str] = typer.Option([], "--plugin", "-p", help="Import a plugin first."),
 ) -> None:
     """List the components a config can name (with KIND: Keras's too)."""
-    from rich.console import Console
     from rich.table import Table
 
+    from kexp.cli.console import console
     from kexp.errors import ConfigError
     from kexp.plugins import PluginError, import_plugin
     from kexp.registry import REGISTRIES
@@ -29,7 +29,7 @@ def list_components(
             kind = singular[kind]
         else:
             raise ConfigError(f"unknown kind {kind!r}; expected one of {', '.join(REGISTRIES)}")
-    console = Console()
+    out = console()
     table = Table("kind", "name", "from")
     for name, registry in REGISTRIES.items():
         if kind is not None and name != kind:
@@ -44,4 +44,4 @@ def list_components(
         elif keras_names:
             table.add_row(name, f"[dim]+ {len(keras_names)} Keras names[/dim]",
                           f"kexp list {name}")
-    console.print(table)
+    out.print(table)

@@ -26,9 +26,9 @@ def runs(
 ) -> None:
     """List runs: name, start, status, epochs, best validation metrics, duration."""
     from rich import box
-    from rich.console import Console
     from rich.table import Column, Table
 
+    from kexp.cli.console import console
     from kexp.errors import DataError
 
     if not runs_dir.is_dir():
@@ -48,7 +48,7 @@ def runs(
         row = _summarize(path)
         table.add_row(_label(path, runs_dir), row.started, row.status, row.epochs,
                       row.best_loss, row.best_other, row.duration)
-    Console().print(table)
+    console().print(table)
 
 
 def _run_dirs(runs_dir: Path) -> list[Path]:
