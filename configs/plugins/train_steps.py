@@ -31,7 +31,7 @@ class LossTrackerModel(keras.Model):
         # Gradients.
         gradients = tape.gradient(loss, self.trainable_weights)
         # Update the weights and the tracker.
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
@@ -64,7 +64,7 @@ class CustomModel(keras.Model):
         # Gradients.
         gradients = tape.gradient(loss, self.trainable_weights)
         # Update the weights, then every metric.
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
         self.grad_norm_tracker.update_state(tf.linalg.global_norm(gradients))
         for metric in self.metrics:
             if metric.name == "loss":
