@@ -28,7 +28,7 @@ import importlib
 import inspect
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -339,8 +339,3 @@ def _register_with_keras_serialization(obj: Any) -> None:
         keras.saving.register_keras_serializable(package="kexp")(obj)
     except ValueError:  # already registered under the same name (a plugin re-imported)
         pass
-
-
-def describe(entries: Mapping[str, Entry]) -> list[tuple[str, str, str]]:
-    """Rows (name, origin, owner) for ``kexp list``."""
-    return [(e.name, e.origin, e.owner) for e in entries.values()]

@@ -7,7 +7,7 @@ from typing import Any
 
 from kexp.config.errors import closest, describe_value
 from kexp.config.load import format_path, parse_path
-from kexp.config.schema import Component, Config, ModelSpec
+from kexp.config.schema import DATA_OPTIONS, Component, Config, ModelSpec
 from kexp.errors import Problem
 from kexp.models.base import BaseError, describe_base
 from kexp.models.graph import plan_graph
@@ -30,8 +30,6 @@ from kexp.registry import (
 
 __all__ = ["check_config", "check_component", "model_output_names"]
 
-# Keys of a dataset component that kexp handles itself (not passed to the dataset function).
-_DATA_OPTIONS = ("batch_size", "validation_split", "validation", "test", "shuffle", "cache")
 # Kinds of argument Keras resolves from a name or a mapping only (a number is no activation),
 # with an example name for the message.
 _NAMES_ONLY = {
@@ -51,7 +49,7 @@ def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]
     sections = set(type(cfg).model_fields) if sections is None else sections
     problems: list[Problem] = []
     if "data" in sections:
-        problems += check_component(cfg.data, (DATASETS,), skip=_DATA_OPTIONS)
+        problems += check_component(cfg.data, (DATASETS,), skip=DATA_OPTIONS)
         for split in ("validation", "test"):
             spec = getattr(cfg.data, split)
             if spec is not None:

@@ -32,6 +32,7 @@ __all__ = [
     "InputSpec",
     "ModelSpec",
     "DataSpec",
+    "DATA_OPTIONS",
     "CompileSpec",
     "TrainSpec",
     "DistributeSpec",
@@ -159,6 +160,10 @@ class DataSpec(Component):
     test: Component | None = None
     shuffle: bool | PositiveInt = True
     cache: bool = True
+
+
+# The keys of ``data:`` that kexp handles itself; the others are the dataset's own arguments.
+DATA_OPTIONS = tuple(name for name in DataSpec.model_fields if name != "type")
 
 
 def _shape_of(value: Any) -> str:

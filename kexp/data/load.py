@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from kexp.components import build
-from kexp.config.schema import Component, Config
+from kexp.config.schema import DATA_OPTIONS, Component, Config
 from kexp.data.splits import Splits, assemble
 from kexp.errors import DataError
 from kexp.registry import DATASETS
 
-__all__ = ["load_data", "DATA_OPTIONS"]
+__all__ = ["load_data"]
 
-# Keys of ``data:`` that kexp handles itself; the rest are the dataset's own arguments.
-DATA_OPTIONS = ("batch_size", "validation_split", "validation", "test", "shuffle", "cache")
 
 
 def load_data(cfg: Config) -> Splits:
