@@ -90,6 +90,7 @@ def _row(group: str, variant: Any, runs: list[dict[str, Any]],
         "peak_rss_mb": _median([r["peak_rss_mb"] for r in runs]),
         "rss_ratio": _median(rss_ratios),
         "steps_per_execution": runs[0].get("steps_per_execution"),
+        "threads": runs[0].get("threads"),
         "warmup_seconds": _median([r.get("warmup_seconds") for r in runs]),
         "setup_seconds": _median([r.get("setup_seconds") for r in runs]),
         "finish_seconds": _median([r.get("finish_seconds") for r in runs]),
@@ -179,7 +180,7 @@ def print_report(results: dict[str, Any], console: Any) -> None:
                           ("vs plain", "right"), ("samples/s incl. epoch end", "right"),
                           ("vs plain", "right"), ("final loss", "right"),
                           ("Δloss vs plain", "right"), ("peak RSS", "right"),
-                          ("steps/exec", "right"), ("reps", "right")]:
+                          ("steps/exec", "right"), ("threads", "right"), ("reps", "right")]:
         table.add_column(name, justify=justify)
     group = None
     for row in results["rows"]:
@@ -220,7 +221,7 @@ def print_report(results: dict[str, Any], console: Any) -> None:
 
 def _cells(row: dict[str, Any]) -> list[str]:
     if not row.get("reps"):
-        return [row["variant"], str(row["batch"]), "failed"] + [""] * 8
+        return [row["variant"], str(row["batch"]), "failed"] + [""] * 9
     ok = row.get("loss_ok")
     delta = ("" if row["baseline"] else "subset" if row.get("subset_steps")
              else f"{_pct(row.get('delta_loss_rel'))} {'ok' if ok else '[red]off[/]'}")
@@ -229,4 +230,4 @@ def _cells(row: dict[str, Any]) -> list[str]:
     return [row["variant"], str(row["batch"]), _num(row.get("samples_per_s")), ratio,
             _num(row.get("run_samples_per_s")), run_ratio, _num(row.get("final_loss"), ".4f"),
             delta, f"{_num(row.get('peak_rss_mb'))} MB", str(row.get("steps_per_execution")),
-            str(row["reps"])]
+            str(row.get("threads", "—")), str(row["reps"])]

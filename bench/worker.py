@@ -114,9 +114,17 @@ def run_variant(variant: Variant, data_path: Path, num_samples: int, seed: int,
         "losses": [logs.get("loss") for logs in timer.logs],
         "final_loss": timer.logs[-1].get("loss") if timer.logs else None,
         "steps_per_execution": timer.steps_per_execution,
+        "threads": _threads(),
         "setup_seconds": timer.train_begin - _STARTED,
         "finish_seconds": returned - timer.train_end,
     }
+
+
+def _threads() -> int | str:
+    """TensorFlow's threads per pool in this process (kexp's ``train.threads``)."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or "default"
 
 
 def _epoch_times(timer: Any) -> dict[str, list[float]]:
@@ -166,9 +174,13 @@ def _run_reference(variant: Variant, data_path: Path, seed: int) -> Any:
     import keras
     import tensorflow as tf
 
+    from kexp.training.threads import configure_threads
+
     keras.utils.set_random_seed(seed)
     with np.load(data_path) as data:
         x, y = data["x"], data["y"]
+    # The thread pools kexp's `threads: auto` picks, so this is the ceiling for kexp's loop.
+    configure_threads("auto", variant.batch, x)
     model = _chapter_mnist_model(keras)
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     optimizer = keras.optimizers.RMSprop()

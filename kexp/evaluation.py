@@ -252,16 +252,21 @@ def _data_sets(data: Sequence[str]) -> list[str]:
 
 def _load_splits(cfg: Config) -> Splits:
     from kexp._tf import import_tensorflow
+    from kexp.training.threads import configure_threads
 
     import_tensorflow()
     import keras
+
+    configure_threads(cfg.train.threads, cfg.data.batch_size)
 
     from kexp.data.load import load_data
 
     # As in training: the global seed first (a plugin dataset may draw from it), then the
     # data, whose validation_split is carved with the config's seed.
     keras.utils.set_random_seed(cfg.seed)
-    return load_data(cfg)
+    splits = load_data(cfg)
+    configure_threads(cfg.train.threads, cfg.data.batch_size, splits.train.x)
+    return splits
 
 
 def record_evaluation(run_dir: Path, evaluation: Evaluation) -> dict[str, Any]:

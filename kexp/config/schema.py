@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    NonNegativeInt,
     PositiveInt,
     PrivateAttr,
     Tag,
@@ -224,6 +225,7 @@ class TrainSpec(Section):
     checkpoints: bool = True
     tensorboard: bool = True
     progress: bool = True
+    threads: NonNegativeInt | Literal["auto"] = "auto"
 
 
 class DistributeSpec(Section):

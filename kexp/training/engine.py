@@ -269,8 +269,10 @@ def _data_and_model(cfg: Config) -> tuple[Any, Any]:
     from kexp.data.checks import check_against_model
     from kexp.data.load import load_data
     from kexp.models.build import adapt_layers
+    from kexp.training.threads import configure_threads
 
     splits = load_data(cfg)
+    configure_threads(cfg.train.threads, cfg.data.batch_size, splits.train.x)
     model, adaptations = _build(cfg)
     check_against_model(splits, model)
     _ensure_built(cfg, model, splits.train)
@@ -310,9 +312,13 @@ def _non_finite(splits: Any) -> str:
 
 def _seed(cfg: Config) -> None:
     from kexp._tf import import_tensorflow
+    from kexp.training.threads import configure_threads
 
     tf = import_tensorflow()
     import keras
+
+    # First: TensorFlow's thread pools can only be sized before its runtime starts.
+    configure_threads(cfg.train.threads, cfg.data.batch_size)
 
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -439,6 +445,7 @@ def _recorded_best(run: Run, monitor: str) -> float | None:
 
 def _record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, job: _Job) -> None:
     from kexp.models.inspect import summary_text
+    from kexp.training.threads import threads_in_use
 
     run.write_yaml("config.yaml", cfg.to_yaml_dict())
     run.write_text("summary.txt", summary_text(model) + "\n")
@@ -451,6 +458,7 @@ def _record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, job:
         "config_hash": config_hash(cfg),
         "seed": cfg.seed,
         "deterministic": cfg.deterministic,
+        "threads": threads_in_use(),
         "loop": cfg.train.loop,
         "smoke": options.smoke,
         "epochs": job.epochs,

@@ -1,0 +1,57 @@
+"""train.threads: TensorFlow's thread pools, auto-sized from the batch, recorded in run.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kexp.training.threads import FEW_CORES, SMALL_BATCH_VALUES, auto_threads
+from tests.conftest import CONFIGS, run_kexp
+
+
+@pytest.mark.parametrize(("batch", "x", "cores", "expected"), [
+    (32, np.zeros((10, 784)), 2, 1),             # the chapter's MNIST network at batch 32
+    (64, np.zeros((10, 28, 28)), 2, 1),          # every axis after the first counts
+    (128, np.zeros((10, 784)), 2, 0),            # a bigger batch: TensorFlow's default
+    (32, {"title": np.zeros((10, 10_000)), "tags": np.zeros((10, 100))}, 2, 0),  # wide
+    (32, [np.zeros((10, 1000)), np.zeros((10, 1048))], 2, 1),  # 32 x 2048 = 65,536
+    (32, [np.zeros((10, 1000)), np.zeros((10, 1049))], 2, 0),
+    (32, np.zeros((10, 784)), 1, 1),
+    (32, np.zeros((10, 784)), 4, 0),             # more cores than measured: the default
+])
+def test_auto_threads_is_one_for_small_batches_on_few_cores(batch, x, cores, expected):
+    assert auto_threads(batch, x, cores=cores) == expected
+
+
+def test_the_rule_matches_its_constants():
+    assert (FEW_CORES, SMALL_BATCH_VALUES) == (2, 65_536)
+
+
+def _run_json(tmp_path: Path, *sets: str) -> dict:
+    result = run_kexp("train", CONFIGS / "digits_mlp.yaml", "--runs-dir", tmp_path,
+                      "--set", "train.epochs=1", *[a for s in sets for a in ("--set", s)])
+    assert result.returncode == 0, result.stderr
+    run = Path(result.stdout.split("run directory: ")[1].split()[0])
+    return json.loads((run / "run.json").read_text())
+
+
+def test_run_json_records_the_threads_auto_picked_and_the_ones_set(tmp_path):
+    expected = 1 if auto_threads(32, np.zeros((1, 64))) else "default"
+    assert _run_json(tmp_path / "auto")["threads"] == expected
+    assert _run_json(tmp_path / "three", "train.threads=3")["threads"] == 3
+    assert _run_json(tmp_path / "tf", "train.threads=0")["threads"] == "default"
+
+
+def test_a_negative_thread_count_is_a_config_error(write):
+    config = write("bad.yaml", """
+        extends: {base}
+        train:
+          threads: -2
+    """.replace("{base}", str(CONFIGS / "digits_mlp.yaml")))
+    result = run_kexp("validate", config)
+    assert result.returncode == 2
+    assert "bad.yaml:3" in result.stderr and "train.threads" in result.stderr
+    assert "Traceback" not in result.stderr
