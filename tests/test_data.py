@@ -64,6 +64,25 @@ def test_digits_are_scaled_rows_with_integer_labels():
     assert images.shape == (1797, 8, 8) and images.max() == 16.0
 
 
+def test_digits_equal_scikit_learns_load_digits_without_importing_it(tmp_path):
+    code = (
+        "import sys, numpy as np\n"
+        "from kexp.data import datasets\n"
+        "x = datasets.digits(normalize=False).train\n"
+        "print('sklearn' in sys.modules)\n"
+        "np.save(sys.argv[1], np.column_stack([x.x, x.y]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "digits.npy")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    rows = np.load(tmp_path / "digits.npy")
+    np.testing.assert_array_equal(rows[:, :-1], bunch.data)
+    np.testing.assert_array_equal(rows[:, -1], bunch.target)
+
+
 def test_synthetic_tickets_match_the_chapter_and_are_seeded():
     splits = datasets.synthetic_tickets(num_samples=20, vocabulary_size=50, num_tags=7,
                                         num_departments=3, seed=5)

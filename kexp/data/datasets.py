@@ -41,15 +41,39 @@ def digits(*, flatten: bool = True, normalize: bool = True) -> Splits:
         int64 labels 0..9.
     """
     import numpy as np
-    from sklearn.datasets import load_digits
 
     from kexp.data.splits import Split, Splits
 
-    bunch = load_digits()
-    x = (bunch.data if flatten else bunch.images).astype(np.float32)
+    pixels, labels = _digits_arrays()
+    x = (pixels if flatten else pixels.reshape(-1, 8, 8)).astype(np.float32)
     if normalize:
         x /= 16.0
-    return Splits(train=Split(x, bunch.target.astype(np.int64), "digits (scikit-learn)"))
+    return Splits(train=Split(x, labels.astype(np.int64), "digits (scikit-learn)"))
+
+
+def _digits_arrays() -> tuple[Any, Any]:
+    """``load_digits()``'s ``data`` and ``target``, read from the file scikit-learn ships.
+
+    ``load_digits`` reads ``sklearn/datasets/data/digits.csv.gz`` (pixels then the label on
+    each row). Reading that file directly skips importing scikit-learn (about 0.6 s, a
+    seventh of a ``kexp train --smoke``); ``find_spec`` locates the package without running
+    it. Another layout falls back to ``load_digits``.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")
+    folders = spec.submodule_search_locations if spec else None
+    file = Path(next(iter(folders)), "datasets", "data", "digits.csv.gz") if folders else None
+    if file is not None and file.is_file():
+        rows = np.loadtxt(file, delimiter=",")
+        return rows[:, :-1], rows[:, -1].astype(int)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data, bunch.target
 
 
 @DATASETS.register("synthetic_tickets")

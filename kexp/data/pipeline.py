@@ -74,6 +74,8 @@ def train_dataset(
     def epoch_order(epoch: tf.Tensor) -> tf.Tensor:
         if not shuffled:
             return tf.range(slots, dtype=tf.int64) % n
+        if passes == 1:  # the usual case: no loop to trace
+            return _permutation(n, seed, epoch, tf.constant(0, tf.int64))[:slots]
         orders = tf.map_fn(
             lambda r: _permutation(n, seed, epoch, r),
             tf.range(passes, dtype=tf.int64),
