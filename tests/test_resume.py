@@ -249,6 +249,26 @@ def test_checkpoints_record_their_value_inside_the_file(tmp_path):
     assert keras.saving.load_model(tmp_path / "best.keras").count_params() == model.count_params()
 
 
+def test_one_save_writes_last_and_best_each_with_its_own_record(tmp_path):
+    import zipfile
+
+    from kexp.training.callbacks import save_model
+
+    model = _small_model()
+    best = {"epoch": 4, "monitor": "val_loss", "value": 0.5}
+    save_model(model, tmp_path / "last.keras", {"epoch": 4},
+               copies=[(tmp_path / "best.keras", best)])
+    assert checkpoint_info(tmp_path / "last.keras") == {"epoch": 4}
+    assert checkpoint_info(tmp_path / "best.keras") == best
+    for name in ("last.keras", "best.keras"):
+        with zipfile.ZipFile(tmp_path / name) as archive:  # one record, no duplicate entry
+            assert [i.filename for i in archive.infolist()].count("kexp.json") == 1
+        loaded = keras.saving.load_model(tmp_path / name)
+        for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "last.keras"]
+
+
 # --- kexp train --resume: refusals and extension ------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,16 @@ contract), so they never force per-batch execution.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import shutil
 import sys
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,15 +185,17 @@ class RunCheckpoints(keras.callbacks.Callback):
         logs = logs or {}
         if not _finite(logs) or not _weights_finite(self.model):
             return
-        save_model(self.model, self.run.file("checkpoints/last.keras"), {"epoch": epoch})
+        copies = []
         value = logs.get(self.monitor)
-        if value is None or not math.isfinite(float(value)):
-            return
-        value = float(value)
-        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
-            self.best = value
-            save_model(self.model, self.run.file("checkpoints/best.keras"),
-                       {"epoch": epoch, "monitor": self.monitor, "value": value})
+        if value is not None and math.isfinite(float(value)):
+            value = float(value)
+            if self.best is None or (value > self.best if self.mode == "max"
+                                     else value < self.best):
+                self.best = value
+                copies.append((self.run.file("checkpoints/best.keras"),
+                               {"epoch": epoch, "monitor": self.monitor, "value": value}))
+        save_model(self.model, self.run.file("checkpoints/last.keras"), {"epoch": epoch},
+                   copies=copies)
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
@@ -230,15 +235,28 @@ def _weights_finite(model: Any) -> bool:
     return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
 
 
-def save_model(model: Any, path: Path, info: dict[str, Any] | None = None) -> None:
+def save_model(model: Any, path: Path, info: dict[str, Any] | None = None,
+               copies: Sequence[tuple[Path, dict[str, Any]]] = ()) -> None:
     """``model.save`` to a temporary file beside ``path``, then an atomic rename. ``info``
     goes into the archive as ``kexp.json`` (Keras ignores entries it does not know), so it
-    can never disagree with the model it describes."""
-    with atomic_path(path) as tmp:
+    can never disagree with the model it describes.
+
+    ``copies`` are more files holding the same model, each with its own ``kexp.json`` and
+    its own atomic rename: the model is saved once and copied (a copy of the MNIST network's
+    3 MB archive takes 1 ms, a second ``model.save`` 20 ms).
+    """
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(path))
         model.save(tmp)
-        if info is not None:
-            with zipfile.ZipFile(tmp, "a") as archive:
-                archive.writestr(_INFO_ENTRY, json.dumps(info))
+        files = [(tmp, info)]
+        for other, other_info in copies:
+            other_tmp = stack.enter_context(atomic_path(other))
+            shutil.copyfile(tmp, other_tmp)
+            files.append((other_tmp, other_info))
+        for file, entry in files:
+            if entry is not None:
+                with zipfile.ZipFile(file, "a") as archive:
+                    archive.writestr(_INFO_ENTRY, json.dumps(entry))
 
 
 def checkpoint_info(path: Path) -> dict[str, Any] | None:
