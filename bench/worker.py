@@ -100,6 +100,8 @@ def run_variant(variant: Variant, data_path: Path, num_samples: int, seed: int,
         ``steps_per_execution``, ``setup_seconds`` (process start to training start),
         ``finish_seconds`` (training end to return: kexp's final save and metrics).
     """
+    from kexp.training.threads import threads_in_use
+
     if variant.impl == "plain":
         timer = _run_plain(variant, data_path)
     elif variant.impl == "reference":
@@ -114,17 +116,10 @@ def run_variant(variant: Variant, data_path: Path, num_samples: int, seed: int,
         "losses": [logs.get("loss") for logs in timer.logs],
         "final_loss": timer.logs[-1].get("loss") if timer.logs else None,
         "steps_per_execution": timer.steps_per_execution,
-        "threads": _threads(),
+        "threads": threads_in_use(),
         "setup_seconds": timer.train_begin - _STARTED,
         "finish_seconds": returned - timer.train_end,
     }
-
-
-def _threads() -> int | str:
-    """TensorFlow's threads per pool in this process (kexp's ``train.threads``)."""
-    import tensorflow as tf
-
-    return tf.config.threading.get_intra_op_parallelism_threads() or "default"
 
 
 def _epoch_times(timer: Any) -> dict[str, list[float]]:

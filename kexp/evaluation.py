@@ -257,10 +257,9 @@ def _load_splits(cfg: Config) -> Splits:
     import_tensorflow()
     import keras
 
-    configure_threads(cfg.train.threads, cfg.data.batch_size)
-
     from kexp.data.load import load_data
 
+    configure_threads(cfg.train.threads, cfg.data.batch_size)
     # As in training: the global seed first (a plugin dataset may draw from it), then the
     # data, whose validation_split is carved with the config's seed.
     keras.utils.set_random_seed(cfg.seed)

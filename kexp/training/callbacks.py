@@ -187,15 +187,20 @@ class RunCheckpoints(keras.callbacks.Callback):
             return
         copies = []
         value = logs.get(self.monitor)
-        if value is not None and math.isfinite(float(value)):
-            value = float(value)
-            if self.best is None or (value > self.best if self.mode == "max"
-                                     else value < self.best):
-                self.best = value
-                copies.append((self.run.file("checkpoints/best.keras"),
-                               {"epoch": epoch, "monitor": self.monitor, "value": value}))
+        if self._improves(value):
+            self.best = float(value)
+            copies.append((self.run.file("checkpoints/best.keras"),
+                           {"epoch": epoch, "monitor": self.monitor, "value": self.best}))
         save_model(self.model, self.run.file("checkpoints/last.keras"), {"epoch": epoch},
                    copies=copies)
+
+    def _improves(self, value: Any) -> bool:
+        """Whether a logged monitor value is finite and better than the best so far."""
+        if value is None or not math.isfinite(float(value)):
+            return False
+        value = float(value)
+        return self.best is None or (value > self.best if self.mode == "max"
+                                     else value < self.best)
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
