@@ -13,10 +13,10 @@ from typing import Any
 
 import typer
 
+from kexp.monitor import higher_is_better
+
 # A run directory's name: <YYYYMMDD-HHMMSS>, with -2, -3, ... when the second was taken.
 _STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
-# Metric names where higher is better (as Keras's callbacks decide "auto" mode).
-_HIGHER = ("acc", "auc", "precision", "recall", "f1", "iou", "r2")
 
 
 def runs(
@@ -130,12 +130,10 @@ def _best(history: list[dict[str, Any]]) -> dict[str, float]:
     best = {}
     for name in names:
         values = [row[name] for row in history if name in row]
-        best[name] = max(values) if _higher_is_better(name) else min(values)
+        best[name] = max(values) if higher_is_better(name) else min(values)
     return best
 
 
-def _higher_is_better(name: str) -> bool:
-    return any(part in name for part in _HIGHER) and "loss" not in name
 
 
 def _other_metric(metrics: dict[str, float]) -> tuple[str, float] | None:

@@ -26,6 +26,7 @@ import keras
 
 from kexp.components import build
 from kexp.config.schema import Component
+from kexp.monitor import higher_is_better
 from kexp.registry import CALLBACKS
 from kexp.runs import Run, atomic_path, atomic_write
 
@@ -178,7 +179,7 @@ class RunCheckpoints(keras.callbacks.Callback):
         super().__init__()
         self.run = run
         self.monitor = monitor
-        self.mode = mode if mode != "auto" else ("max" if _higher_is_better(monitor) else "min")
+        self.mode = mode if mode != "auto" else ("max" if higher_is_better(monitor) else "min")
         self.best = best
 
     def on_epoch_end(self, epoch, logs=None):
@@ -227,11 +228,6 @@ class EpochCounter(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.variable.assign(epoch)
-
-
-def _higher_is_better(monitor: str) -> bool:
-    name = monitor.removeprefix("val_")
-    return any(k in name for k in ("acc", "auc", "precision", "recall", "f1"))
 
 
 def _weights_finite(model: Any) -> bool:
