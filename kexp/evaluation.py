@@ -388,7 +388,7 @@ def _csv_inputs(file: Path, inputs: list[_Input] | None, cfg: Config) -> Arrays:
         columns = _csv_columns(file, delimiter, header)
         names = [i.name for i in inputs or []]
         if len(names) > 1 and all(n in columns for n in names):
-            features = names
+            features = {n: n for n in names}  # one column per named input
         else:
             # The file may still hold the target columns: leave them out of the features.
             targets = [c for c in _column_names(args.get("targets")) if c in columns] or None

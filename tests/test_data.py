@@ -189,11 +189,15 @@ def test_csv_default_features_are_numeric_non_target_columns(cars_csv):
     assert split.y.tolist() == [18.0, 15.0, 24.0] and split.y.dtype == np.float32
 
 
-def test_csv_lists_and_mappings_name_model_inputs(cars_csv):
-    split = datasets.csv(path=str(cars_csv), features=["cylinders", "weight"],
+def test_csv_lists_are_one_matrix_and_mappings_name_model_inputs(cars_csv):
+    split = datasets.csv(path=str(cars_csv), features=["weight", "cylinders"],
                          targets=["mpg", "origin"]).train
-    assert {k: v.shape for k, v in split.x.items()} == {"cylinders": (3, 1), "weight": (3, 1)}
-    assert split.y["origin"].dtype == np.int64 and split.y["mpg"].dtype == np.float32
+    assert split.x.shape == (3, 2) and split.x[2].tolist() == [2372.0, 4.0]  # list order
+    assert split.y.shape == (3, 2) and split.y[:, 1].tolist() == [1.0, 1.0, 3.0]
+    named = datasets.csv(path=str(cars_csv), features={"c": "cylinders", "w": ["weight"]},
+                         targets={"mpg": "mpg", "origin": "origin"}).train
+    assert {k: v.shape for k, v in named.x.items()} == {"c": (3, 1), "w": (3, 1)}
+    assert named.y["origin"].dtype == np.int64 and named.y["mpg"].dtype == np.float32
     stacked = datasets.csv(path=str(cars_csv), features={"engine": ["cylinders", "weight"]},
                            targets="origin").train
     assert stacked.x["engine"].shape == (3, 2) and stacked.y.tolist() == [1, 1, 3]
@@ -265,7 +269,7 @@ def test_csv_without_header_names_columns_by_position(tmp_path):
     write(tmp_path / "plain.tsv", "1\t2.5\t0\n3\t4.5\t1\n")
     split = datasets.csv(path=str(tmp_path / "plain.tsv"), delimiter="\t", header=False,
                          features=[0, 1], targets=2).train
-    assert set(split.x) == {"0", "1"} and split.y.tolist() == [0, 1]
+    assert split.x.tolist() == [[1.0, 2.5], [3.0, 4.5]] and split.y.tolist() == [0, 1]
 
 
 # --------------------------------------------------------------------------- Keras datasets

@@ -184,3 +184,34 @@ def test_interrupt_marks_the_run_interrupted_with_exit_130(tmp_path, sig):
     assert info["status"] == "interrupted"
     assert (run / "checkpoints" / "last.keras").exists()
     assert len(history(run)) >= 2
+
+
+def test_csv_column_list_is_one_matrix_for_a_sequential_model(kexp, write, tmp_path):
+    """SPEC 1.4's own example: `features: [cylinders, weight]` feeds one (n, 2) matrix."""
+    rng = np.random.default_rng(0)
+    cylinders = rng.choice([4.0, 6.0, 8.0], 64)
+    weight = rng.uniform(1.5, 5.0, 64)
+    rows = "\n".join(f"{c:g},{w:.3f},{40 - 2 * c - 3 * w:.3f},x{i}"
+                     for i, (c, w) in enumerate(zip(cylinders, weight, strict=True)))
+    write("cars.csv", "cylinders,weight,mpg,name\n" + rows + "\n")
+    config = write("cars.yaml", """
+        seed: 1
+        data: {type: csv, path: cars.csv, features: [cylinders, weight], targets: mpg,
+               batch_size: 16}
+        model:
+          type: sequential
+          layers: [{type: Dense, units: 1}]
+        compile: {optimizer: {type: Adam, learning_rate: 0.05}, loss: mse}
+        train: {epochs: 3}
+        """)
+    result, run = train(kexp, config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    kernel = keras.saving.load_model(run / "model.keras").layers[0].kernel
+    assert tuple(kernel.shape) == (2, 1)  # one input of two columns, in the listed order
+    write("new.csv", "weight,cylinders\n2.0,4\n4.0,8\n")  # other column order in the file
+    out = tmp_path / "p.npz"
+    predicted = kexp("predict", run, "--input", tmp_path / "new.csv", "-o", out)
+    assert predicted.exit_code == 0, predicted.output
+    model = keras.saving.load_model(run / "model.keras")
+    expected = model.predict(np.array([[4.0, 2.0], [8.0, 4.0]], "float32"), verbose=0)
+    np.testing.assert_allclose(np.load(out)["predictions"], expected, rtol=1e-5)

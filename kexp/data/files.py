@@ -4,8 +4,9 @@ file, the array or column, and the row.
 ``features`` / ``targets`` select what to read, in one of three forms:
 
 - a name (``x``): one array; x (or y) is a single array;
-- a list of names (``[title, text_body]``): x is a mapping keyed by those names, which feed
-  the model inputs (outputs) of the same names;
+- a list of names (``[title, text_body]``): in an npz file, x is a mapping keyed by those
+  names, which feed the model inputs (outputs) of the same names; in a csv file, the columns
+  are one ``(n, k)`` matrix in that order (what a single-input model takes, SPEC 1.4);
 - a mapping ``{model_name: name}``: x is a mapping keyed by the model names. In a csv file a
   mapping value may also be a list of columns, stacked into one ``(n, k)`` array.
 
@@ -54,15 +55,20 @@ def display_path(path: str | Path) -> str:
 # --------------------------------------------------------------------------- selection
 
 
-def _groups(spec: Selection, role: str, source: str) -> list[tuple[str | None, list[str]]]:
-    """``(model_name, [file names])`` pairs; model_name None for the single-array form."""
+def _groups(spec: Selection, role: str, source: str,
+            list_is_matrix: bool = False) -> list[tuple[str | None, list[str]]]:
+    """``(model_name, [file names])`` pairs; model_name None for the single-array form.
+    ``list_is_matrix`` (csv): a list of columns is one array, not one array per name."""
     if isinstance(spec, (str, int)):  # ints name columns of a csv file without a header
         return [(None, [str(spec)])]
+    if list_is_matrix and not isinstance(spec, Mapping):
+        spec = {None: spec}
     if isinstance(spec, Mapping):
         groups = []
         for model_name, names in spec.items():
-            names = [names] if isinstance(names, str) else list(names)
-            groups.append((str(model_name), [str(n) for n in names]))
+            names = [names] if isinstance(names, (str, int)) else list(names)
+            groups.append((None if model_name is None else str(model_name),
+                           [str(n) for n in names]))
     else:
         groups = [(str(n), [str(n)]) for n in spec]
     if not groups or any(not names for _, names in groups):
@@ -210,8 +216,10 @@ def load_csv(
     cells kept whole, as in the UCI ``auto-mpg.data`` file. Without a header, columns are
     named by position: ``"0"``, ``"1"``, ... ``features`` defaults to every column that is
     not a target and holds numbers, as one ``(n, k)`` array; text columns (no cell is a
-    number, like car names) are left out. A single feature column is read as shape
-    ``(n, 1)``, a single target column as ``(n,)``.
+    number, like car names) are left out. A list of columns is one ``(n, k)`` array in that
+    order; a mapping ``{model_name: column or [columns]}`` gives one array per model input
+    (output). A single feature column is read as shape ``(n, 1)``, a single target column as
+    ``(n,)``.
 
     Missing cells (empty, ``?``, ``NA``, ``nan``...) in a column that is used are an error,
     unless ``drop_missing`` drops their rows.
@@ -228,11 +236,11 @@ def load_csv(
     """
     source = display_path(path)
     columns, rows = _read_table(path, delimiter, header, source)
-    target_groups = None if targets is None else _groups(targets, "targets", source)
+    target_groups = None if targets is None else _groups(targets, "targets", source, True)
     if features is None:
         feature_groups = _default_features(columns, rows, target_groups, source)
     else:
-        feature_groups = _groups(features, "features", source)
+        feature_groups = _groups(features, "features", source, True)
 
     used = [n for g in feature_groups + (target_groups or []) for n in g[1]]
     for name in used:
