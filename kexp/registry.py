@@ -54,17 +54,16 @@ __all__ = [
 ]
 
 # kexp modules that register built-ins. They must not import TensorFlow at import time.
-_BUILTIN_MODULES = ("kexp.data.datasets", "kexp.data.synthetic", "kexp.training.builtins")
+_BUILTIN_MODULES = ("kexp.data.datasets", "kexp.data.synthetic")
 
-# Keyword arguments that every Keras layer accepts through ``**kwargs`` (keras.layers.Layer).
-_LAYER_BASE_KWARGS = (
-    "name", "dtype", "trainable", "autocast", "activity_regularizer",
-    "input_shape", "input_dim", "batch_input_shape", "batch_size", "weights",
-)
-# Keras base classes that take ``**kwargs`` only to reject unknown ones with a message: the
-# keyword names they accept beyond their signature.
-_CLOSED_BASES = {"Layer.__init__": _LAYER_BASE_KWARGS, "BaseOptimizer.__init__": ()}
-
+# Keras base classes whose ``__init__`` takes ``**kwargs`` only to pick out a few by name and
+# reject the rest with a message: the keyword names they take beyond their signature.
+# (``keras.layers.Layer`` pops ``input_shape`` / ``input_dim``; ``BaseOptimizer`` takes none.)
+_CLOSED_BASES = {"Layer.__init__": ("input_shape", "input_dim"), "BaseOptimizer.__init__": ()}
+# Keras base classes whose ``__init__(*args, **kwargs)`` hands the keywords to a class further
+# up the MRO, skipping the ones in between: ``Model.__init__`` calls ``Trainer.__init__(self)``
+# with nothing and ``Layer.__init__(self, *args, **kwargs)`` with everything.
+_FORWARDS = {"Model.__init__": "Layer.__init__", "Functional.__init__": "Model.__init__"}
 
 @dataclass(frozen=True)
 class Entry:
@@ -242,15 +241,9 @@ def value_kinds(obj: Any) -> dict[str, str]:
     ``"bool"``) or it is a well-known count (``"count"``: a positive integer). Used to reject
     ``units: abc`` or ``use_bias: maybe`` before anything is built."""
     kinds: dict[str, str] = {}
-    targets = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(
-        obj) else [obj]
-    for target in targets:
-        try:
-            parameters = inspect.signature(target).parameters.values()
-        except (TypeError, ValueError):
-            break
+    for _, parameters in _reached_signatures(obj)[0]:
         for p in parameters:
-            if p.name in kinds or p.name == "self":
+            if p.name in kinds:
                 continue
             if p.name in _COUNTS and p.default is p.empty:
                 kinds[p.name] = "count"
@@ -266,37 +259,58 @@ def signature_of(obj: Any) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
     arbitrary ``**kwargs``.
 
     For a class whose ``__init__`` forwards ``**kwargs`` to its base, the base's keyword names
-    are followed up the MRO; a Keras layer's base accepts a fixed set (``name``, ``dtype``, ...).
+    are followed up the MRO as Keras passes them on: ``keras.Model.__init__(*args, **kwargs)``
+    hands them to ``keras.layers.Layer`` (``name``, ``trainable``, ``dtype``, ...), which takes
+    a fixed set; ``Optimizer``, ``Loss``, ``Metric`` and ``Callback`` take their own signature.
     """
+    reached, extra, open_kwargs = _reached_signatures(obj)
     params: list[str] = []
     required: list[str] = []
-    targets = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(
-        obj
-    ) else [obj]
-    for target in targets:
-        try:
-            sig = inspect.signature(target)
-        except (TypeError, ValueError):
-            return tuple(params), tuple(required), True
-        var_kwargs = False
-        for i, p in enumerate(sig.parameters.values()):
-            if inspect.isclass(obj) and i == 0 and p.name == "self":
+    for i, (_, parameters) in enumerate(reached):
+        for p in parameters:
+            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name in params:
                 continue
-            if p.kind is p.VAR_KEYWORD:
-                var_kwargs = True
-            elif p.kind is not p.VAR_POSITIONAL and p.name not in params:
-                params.append(p.name)
-                if p.default is p.empty and target is targets[0]:
-                    required.append(p.name)
-        if not var_kwargs:
-            return tuple(params), tuple(required), False
-        closing = _CLOSED_BASES.get(getattr(target, "__qualname__", ""))
-        if closing is not None:
-            params += [k for k in closing if k not in params]
-            return tuple(params), tuple(required), False
+            params.append(p.name)
+            if p.default is p.empty and i == 0:
+                required.append(p.name)
+    params += [k for k in extra if k not in params]
+    return tuple(params), tuple(required), open_kwargs
+
+
+def _reached_signatures(obj: Any) -> tuple[list[tuple[Any, list]], tuple[str, ...], bool]:
+    """The ``__init__`` signatures a keyword argument given to ``obj`` can reach, in order
+    (``self`` left out), the names a closed Keras base takes beyond its signature, and
+    whether anything else is accepted too (an open ``**kwargs`` at the end of the walk)."""
+    if not inspect.isclass(obj):
+        try:
+            return [(obj, list(inspect.signature(obj).parameters.values()))], (), _has_var(obj)
+        except (TypeError, ValueError):
+            return [], (), True
+    inits = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)]
+    reached: list[tuple[Any, list]] = []
+    skip_to = None
+    for target in inits:
+        qualname = getattr(target, "__qualname__", "")
+        if skip_to is not None and qualname != skip_to:
+            continue
+        skip_to = None
+        try:
+            parameters = list(inspect.signature(target).parameters.values())[1:]  # self
+        except (TypeError, ValueError):
+            return reached, (), True
+        reached.append((target, parameters))
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return reached, (), False
+        if qualname in _CLOSED_BASES:
+            return reached, _CLOSED_BASES[qualname], False
+        skip_to = _FORWARDS.get(qualname)
         if target is object.__init__:
             break
-    return tuple(params), tuple(required), True
+    return reached, (), True
+
+
+def _has_var(fn: Any) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
 
 
 _builtins_loaded = False
@@ -308,11 +322,7 @@ def _load_builtins() -> None:
         return
     _builtins_loaded = True
     for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # a built-in module not written yet
-            if exc.name != module:
-                raise
+        importlib.import_module(module)
 
 
 @cache

@@ -21,7 +21,7 @@ def plot(
     from kexp.config import load_config
     from kexp.models.inspect import built_model, plot_model
 
-    cfg = load_config(config, set_, plugin)
+    cfg = load_config(config, set_, plugin, model_only=True)
     model, _ = built_model(cfg)
-    plot_model(model, output, show_shapes=show_shapes)
+    plot_model(model, output, show_shapes=show_shapes, where=cfg.model.where)
     typer.echo(f"wrote {output}")

@@ -15,7 +15,7 @@ def summary(config: Path = ConfigArg, set_: list[str] = SetOpt,
     from kexp.config import load_config
     from kexp.models.inspect import built_model, summary_text
 
-    cfg = load_config(config, set_, plugin)
+    cfg = load_config(config, set_, plugin, model_only=True)
     model, note = built_model(cfg)
     typer.echo(summary_text(model))
     if note:

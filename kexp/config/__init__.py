@@ -23,13 +23,15 @@ __all__ = ["load_config", "Config"]
 
 
 def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
-                plugins: list[str] | tuple[str, ...] = ()) -> Config:
+                plugins: list[str] | tuple[str, ...] = (), *, model_only: bool = False) -> Config:
     """Load, merge, override, validate and check a config file.
 
     Args:
         path: the YAML file.
         sets: ``PATH=VALUE`` overrides, applied after ``extends:`` is merged.
         plugins: extra plugins (``--plugin``), imported after the config's own.
+        model_only: a config without ``data:`` is fine (``validate``, ``summary``, ``plot``
+            look at the model only); otherwise a missing ``data:`` is one of the problems.
 
     Raises:
         ConfigError: with every problem found, each located in the YAML.
@@ -43,18 +45,30 @@ def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
                 loaded.sources.marks[("plugins", len(listed))] = f"--plugin {plugin}"
                 listed.append(str(Path(plugin).resolve()) if plugin.endswith(".py") else plugin)
     _import_plugins(loaded)
+    no_data = [] if model_only else _data_required(loaded)
     try:
         cfg = Config.model_validate(loaded.data)
     except ValidationError as exc:
         problems = problems_from_validation(exc, loaded.sources)
-        raise ConfigError(problems + _check_valid_sections(loaded, problems)) from None
+        raise ConfigError(no_data + problems + _check_valid_sections(loaded, problems)) from None
     cfg._file = loaded.path
     cfg._sources = loaded.sources
     _locate_components(cfg, (), loaded.sources)
-    problems = check_config(cfg)
+    problems = no_data + check_config(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _data_required(loaded: Loaded) -> list[Problem]:
+    """``kexp train`` (and everything that reads data) needs ``data:``; a model-only config
+    is for ``validate``, ``summary`` and ``plot``."""
+    if loaded.data.get("data") is not None:
+        return []
+    return [Problem("data", "this key is required to train: give the dataset to train on "
+                    "(e.g. `data: {type: npz, path: train.npz}`); a config without `data:` "
+                    "works with kexp validate, summary and plot only",
+                    loaded.sources.where(("data",)))]
 
 
 def _check_valid_sections(loaded: Loaded, problems: list[Problem]) -> list[Problem]:

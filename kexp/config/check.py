@@ -48,7 +48,7 @@ def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]
     """
     sections = set(type(cfg).model_fields) if sections is None else sections
     problems: list[Problem] = []
-    if "data" in sections:
+    if "data" in sections and cfg.data is not None:
         problems += check_component(cfg.data, (DATASETS,), skip=DATA_OPTIONS)
         for split in ("validation", "test"):
             spec = getattr(cfg.data, split)

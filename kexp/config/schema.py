@@ -245,7 +245,7 @@ class Config(Section):
     deterministic: bool = False
     plugins: list[str] = []
     runs_dir: str = "runs"
-    data: DataSpec
+    data: DataSpec | None = None  # a model-only config: validate, summary, plot; not train
     model: ModelSpec
     compile: CompileSpec = CompileSpec()
     train: TrainSpec = TrainSpec()

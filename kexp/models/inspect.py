@@ -24,6 +24,10 @@ def built_model(cfg: Config) -> tuple[Any, str]:
     model, _ = build_model(cfg.model)
     if model.built:
         return model, ""
+    if cfg.data is None:
+        return model, ("The model has no weights yet: it declares no input shape and the config "
+                       "has no `data:` to build it from. Declare `input_shape:` (or functional "
+                       "`inputs:`) to see its parameters without data.")
     try:
         from kexp.data.checks import input_spec
         from kexp.data.load import load_data
@@ -71,12 +75,17 @@ def summary_text(model: Any) -> str:
     return "\n".join(lines).rstrip()
 
 
-def plot_model(model: Any, output: Path, *, show_shapes: bool) -> None:
+def plot_model(model: Any, output: Path, *, show_shapes: bool, where: str = "") -> None:
     """Write the model's layer graph with ``keras.utils.plot_model``."""
     import keras
 
     from kexp.models.build import has_graph
 
+    if not model.built:
+        raise ConfigError(Problem(
+            "model", "the model has no layer graph yet: it declares no input shape and the "
+            "config has no `data:` to build it from; declare `input_shape:` (or functional "
+            "`inputs:`) to plot it", where))
     if not has_graph(model):
         raise ConfigError(
             f"model: {type(model).__name__} is a subclassed model: its layers are connected by "

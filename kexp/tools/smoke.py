@@ -22,12 +22,14 @@ def missing_requirement(config: Path) -> str:
     from kexp.data.keras_datasets import KERAS_DATASETS, keras_home
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, model_only=True)
     except ConfigError as exc:
         base = [p for p in exc.problems if p.path == "model.base"]
         if base:
             return f"its base model is not here ({base[0].message})"
         raise
+    if cfg.data is None:
+        return "it is a model-only config (no `data:` to train on)"
     spec = KERAS_DATASETS.get(cfg.data.type)
     path = cfg.data.args.get("path")
     if spec is not None and not (path and Path(path).exists()) and not (
