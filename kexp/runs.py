@@ -16,17 +16,30 @@ crash every file present parses.
 
 A training process holds an exclusive lock on ``<run>/.lock`` (``Run.lock``); the OS releases
 it when the process ends, however it ends, so a run whose lock is free is not being trained.
+
+A run directory appears whole (``create_dir_atomically``): it is made under a hidden
+temporary name beside its final one (``.tmp-<stamp>-<pid>-<random>``), its first files
+(``config.yaml``, ``run.json``) are written into it, and it is renamed into place. A kill
+before the rename leaves only the temporary directory, which ``find_runs`` (so ``kexp runs``
+and ``--resume``) ignores and the next ``Run.create`` in that runs directory removes once
+its creator's lock is free; a kill after it leaves a directory ``--resume`` continues.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import functools
 import json
 import os
 import platform
+import secrets
+import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +49,9 @@ import yaml
 
 __all__ = [
     "Run",
+    "create_dir_atomically",
+    "remove_stale_temporaries",
+    "TEMP_PREFIX",
     "atomic_write",
     "atomic_path",
     "fsync_dir",
@@ -43,12 +59,19 @@ __all__ = [
     "read_run",
     "read_run_plugins",
     "find_runs",
+    "is_temporary",
     "resolve_run_dir",
     "versions",
     "now",
 ]
 
 STATUSES = ("running", "completed", "failed", "interrupted")
+# Directories being created (``create_dir_atomically``): not runs, never listed or resumed.
+TEMP_PREFIX = ".tmp-"
+LOCK = ".lock"
+# A temporary directory without a lock its creator holds (killed between mkdir and taking
+# the lock, or on an OS without advisory locks) is removed only once it is this old.
+_UNLOCKED_GRACE_SECONDS = 600
 
 
 def now() -> str:
@@ -124,20 +147,27 @@ class Run:
     _lock_fd: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def create(cls, runs_dir: Path, name: str) -> Run:
+    def create(cls, runs_dir: Path, name: str,
+               populate: Callable[[Run], None] | None = None) -> Run:
         """Make a new ``<runs_dir>/<name>/<timestamp>`` directory; ``-2``, ``-3``… when taken
-        (two processes starting in the same second get different directories)."""
-        parent = Path(runs_dir) / name
-        parent.mkdir(parents=True, exist_ok=True)
+        (two processes starting in the same second get different directories).
+
+        The directory appears whole: ``populate(run)`` writes its first files
+        (``config.yaml``, ``run.json``) while it still has its temporary name
+        (``create_dir_atomically``). The returned run holds its lock (``lock``). Temporary
+        directories left in ``runs_dir`` by creators that were killed are removed first.
+        """
+        runs_dir = Path(runs_dir)
+        with contextlib.suppress(OSError):
+            for sub in runs_dir.iterdir():
+                if sub.is_dir() and not sub.name.startswith("."):
+                    remove_stale_temporaries(sub)
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        for n in range(1, 10_000):
-            path = parent / (stamp if n == 1 else f"{stamp}-{n}")
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            return cls(path)
-        raise RuntimeError(f"cannot create a run directory under {parent}")
+        path, fd = _create_locked(runs_dir / name, stamp,
+                                  None if populate is None else lambda tmp: populate(cls(tmp)))
+        run = cls(path)
+        run._lock_fd = fd
+        return run
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -207,6 +237,168 @@ class Run:
         return info
 
 
+# --------------------------------------------------------------------------- atomic creation
+
+
+def create_dir_atomically(parent: Path, name: str,
+                          populate: Callable[[Path], None] | None = None) -> Path:
+    """Create ``<parent>/<name>`` (``<name>-2``, ``<name>-3``… when taken) so that it appears
+    with its content or not at all; return its path.
+
+    The directory is made as ``<parent>/.tmp-<name>-<pid>-<random>`` and locked, filled by
+    ``populate(temporary_path)``, fsynced, and renamed into place. The rename never replaces
+    an existing directory (``renameat2(RENAME_NOREPLACE)`` on Linux; elsewhere ``os.rename``,
+    which refuses a non-empty one), so concurrent creators get different names. If
+    ``populate`` raises, the temporary directory is removed and the error propagates. A
+    creator killed before the rename leaves a temporary directory, ignored by ``find_runs``
+    and removed by the next call for ``parent`` once the creator's lock is free.
+    """
+    path, fd = _create_locked(Path(parent), name, populate)
+    with contextlib.suppress(OSError):
+        (path / LOCK).unlink()
+    _close(fd)
+    return path
+
+
+def remove_stale_temporaries(parent: Path) -> list[Path]:
+    """Remove the temporary directories ``create_dir_atomically`` left in ``parent`` whose
+    creator is gone (their lock is free); return what was removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for tmp in Path(parent).glob(f"{TEMP_PREFIX}*"):
+            if tmp.is_dir() and _remove_if_abandoned(tmp):
+                removed.append(tmp)
+    return removed
+
+
+def _create_locked(parent: Path, name: str,
+                   populate: Callable[[Path], None] | None) -> tuple[Path, int | None]:
+    """``create_dir_atomically``, returning the final path and the descriptor that holds
+    its ``.lock`` (None where the OS has no advisory locks)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(parent)
+    tmp, fd = _locked_temporary(parent, name)
+    try:
+        if populate is not None:
+            populate(tmp)
+        fsync_dir(tmp)
+        for n in range(1, 10_000):
+            path = parent / (name if n == 1 else f"{name}-{n}")
+            try:
+                _rename_no_replace(tmp, path)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    continue
+                raise
+            fsync_dir(parent)
+            return path, fd
+        raise RuntimeError(f"cannot create a directory named {name} under {parent}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _close(fd)
+        raise
+
+
+def _locked_temporary(parent: Path, name: str) -> tuple[Path, int | None]:
+    """A new ``.tmp-<name>-<pid>-<random>`` directory whose ``.lock`` this process holds.
+
+    The lock is taken on a file of another name that is then renamed to ``.lock``: a
+    ``.lock`` is locked from the moment it exists until its creator ends, so a cleaner that
+    finds it free knows the creator is gone."""
+    while True:
+        tmp = parent / f"{TEMP_PREFIX}{name}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+            break
+        except FileExistsError:
+            continue
+    try:
+        staging = tmp / f"{LOCK}-{secrets.token_hex(4)}"
+        fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks: cleaners go by age
+            os.close(fd)
+            fd = None
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: always free
+        os.rename(staging, tmp / LOCK)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp, fd
+
+
+def _remove_if_abandoned(tmp: Path) -> bool:
+    """Remove ``tmp`` if its creator is gone: its ``.lock`` is free (and held here while
+    removing), or, without a lock to tell, it is older than any creation takes."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    try:
+        fd = os.open(tmp / LOCK, os.O_RDONLY) if fcntl is not None else None
+    except FileNotFoundError:
+        fd = None
+    except OSError:
+        return False
+    if fd is None:
+        try:
+            if time.time() - tmp.stat().st_mtime < _UNLOCKED_GRACE_SECONDS:
+                return False
+        except OSError:
+            return False
+        shutil.rmtree(tmp, ignore_errors=True)
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False  # its creator is alive
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; OSError (EEXIST or ENOTEMPTY) if ``dst`` exists."""
+    rename = _renameat2()
+    if rename is not None:
+        import ctypes
+
+        at_fdcwd, no_replace = -100, 1
+        if rename(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), no_replace) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL):  # EINVAL: the filesystem lacks the flag
+            raise OSError(code, os.strerror(code), str(dst))
+    os.rename(src, dst)  # replaces only an empty directory: nothing is lost
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """Linux's ``renameat2`` from the C library (None elsewhere, or with an old libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
 def _jsonable(value: Any) -> Any:
     try:
         return float(value)
@@ -228,17 +420,26 @@ def read_run_plugins(path: Path) -> list[str]:
 
 
 def find_runs(runs_dir: Path) -> list[Path]:
-    """Every run directory (one with a run.json) under ``runs_dir``, oldest first."""
+    """Every run directory (one with a run.json) under ``runs_dir``, oldest first; never one
+    still being created (``create_dir_atomically``'s temporary directories)."""
     runs_dir = Path(runs_dir)
     if (runs_dir / "run.json").exists():
         return [runs_dir]
-    found = [p.parent for p in runs_dir.glob("**/run.json")]
+    found = [p.parent for p in runs_dir.glob("**/run.json")
+             if not is_temporary(p.relative_to(runs_dir))]
     return sorted(found, key=lambda p: (read_run(p).get("started", ""), str(p)))
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` lies in a directory still being created (``.tmp-…``)."""
+    return any(part.startswith(TEMP_PREFIX) for part in Path(path).parts)
 
 
 def resolve_run_dir(path: Path) -> Path | None:
     """A run directory, or the newest run under ``runs/<name>``; None when there is none."""
     path = Path(path)
+    if path.name.startswith(TEMP_PREFIX):
+        return None  # still being created, or left by a creator that was killed
     if (path / "run.json").exists():
         return path
     runs = find_runs(path) if path.is_dir() else []

@@ -84,12 +84,13 @@ def train(cfg: Config, options: TrainOptions = TrainOptions()) -> Run:
         splits, model = _data_and_model(cfg)
         runs_dir = Path(cfg.runs_dir) / ("_smoke" if options.smoke else "")
         chief = _is_chief(cfg)
-        run = Run.create(runs_dir if chief else _private_dir(), cfg.run_name())
-        run.lock()  # a new directory: nobody else can hold it
+        # The directory appears with its config and run.json, or not at all: a kill at any
+        # moment leaves nothing or a run that `--resume` continues.
+        run = Run.create(runs_dir if chief else _private_dir(), cfg.run_name(),
+                         lambda new: _record_start(cfg, options, new, model, splits, strategy))
         try:
             try:
                 job = _prepare(cfg, options, run, model, splits, strategy=strategy)
-                _record_start(cfg, options, run, model, job)
             except BaseException:  # nothing half-written is left behind
                 _remove(run)
                 raise
@@ -368,7 +369,7 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     from kexp.training.resume import RunState, after_earlier_logs, rewind_csv_loggers
 
     start = resumed.start if resumed else 0
-    epochs = 1 if options.smoke else cfg.train.epochs
+    epochs = _planned_epochs(cfg, options)
     steps = SMOKE_STEPS if options.smoke else cfg.train.steps_per_epoch
     batch = cfg.data.batch_size
     # `fit` on one process reads a one-epoch dataset (a new iterator each epoch), so it may
@@ -435,6 +436,10 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
                 start, finished, dist, fit_steps=None if per_epoch else steps)
 
 
+def _planned_epochs(cfg: Config, options: TrainOptions) -> int:
+    return 1 if options.smoke else cfg.train.epochs
+
+
 def _recorded_best(run: Run, monitor: str) -> float | None:
     """The monitored value ``checkpoints/best.keras`` records (None without one)."""
     from kexp.training.callbacks import checkpoint_info
@@ -443,8 +448,11 @@ def _recorded_best(run: Run, monitor: str) -> float | None:
     return float(info["value"]) if info and info.get("monitor") == monitor else None
 
 
-def _record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, job: _Job) -> None:
+def _record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: Any,
+                  strategy: Any) -> None:
+    """A new run's first files: config.yaml, summary.txt and run.json (``running``)."""
     from kexp.models.inspect import summary_text
+    from kexp.training.callbacks import resolve_monitor
     from kexp.training.threads import threads_in_use
 
     run.write_yaml("config.yaml", cfg.to_yaml_dict())
@@ -461,12 +469,12 @@ def _record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, job:
         "threads": threads_in_use(),
         "loop": cfg.train.loop,
         "smoke": options.smoke,
-        "epochs": job.epochs,
-        "monitor": job.monitor,
+        "epochs": _planned_epochs(cfg, options),
+        "monitor": resolve_monitor(cfg.train.monitor, splits.validation is not None),
         "plugins": list(cfg.plugins),
         "versions": versions(),
         "epochs_completed": 0,
-        **({"cluster": _cluster(cfg, job.dist.strategy)} if job.dist is not None else {}),
+        **({"cluster": _cluster(cfg, strategy)} if strategy is not None else {}),
     })
 
 
