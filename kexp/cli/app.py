@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from kexp.cli import (
+    compare,
     evaluate,
     list_cmd,
     plot,
@@ -81,6 +82,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("predict")(predict.predict)
 app.command("tensorboard")(tensorboard.tensorboard)
 app.command("runs")(runs.runs)
+app.command("compare")(compare.compare)
 
 
 def main() -> NoReturn:

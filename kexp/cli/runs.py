@@ -5,143 +5,146 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
+import json
 import math
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
-from kexp.monitor import higher_is_better
+__all__ = ["runs", "duration_text"]
 
-# A run directory's name: <YYYYMMDD-HHMMSS>, with -2, -3, ... when the second was taken.
-_STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
+STATUSES = ("completed", "failed", "interrupted", "running", "killed", "unknown")
 
 
 def runs(
     runs_dir: Path = typer.Argument(Path("runs"), metavar="RUNS_DIR",
                                     help="Where run directories are (a runs_dir, "
-                                    "runs/<name>, or one run)."),
+                                    "runs/<name>, a sweep directory, or one run)."),
+    sort: str = typer.Option(None, "--sort", metavar="METRIC",
+                             help="Sort by the best value of a history.csv column, best "
+                             "first (its direction: accuracy up, loss down). Default: "
+                             "oldest first."),
+    status: str = typer.Option(None, "--status", metavar="STATUS",
+                               help=f"Only runs with this status ({', '.join(STATUSES)})."),
+    last: int = typer.Option(None, "--last", metavar="N", min=1,
+                             help="Only the N newest runs (after --status)."),
+    fmt: Literal["table", "csv", "json"] = typer.Option(
+        "table", "--format", "-f", help="table (for reading), csv or json (for scripts)."),
 ) -> None:
     """List runs: name, start, status, epochs, best validation metrics, duration."""
-    from rich import box
-    from rich.table import Column, Table
-
-    from kexp.cli.console import console
     from kexp.errors import DataError
+    from kexp.results import collect_runs, read_result
 
     if not runs_dir.is_dir():
         raise DataError(f"{runs_dir}: no such directory (give the runs directory, default "
                         "runs/).")
-    found = _run_dirs(runs_dir)
-    if not found:
-        typer.echo(f"no runs under {runs_dir}")
-        return
-    # Short columns never wrap, so the table stays legible at 80 columns (a pipe).
-    fixed = {"no_wrap": True}
-    table = Table(Column("run", overflow="fold"), Column("started", **fixed),
-                  Column("status", **fixed), Column("epochs", **fixed), "best val_loss",
-                  Column("best val metric", overflow="fold"), Column("duration", **fixed),
-                  box=box.SIMPLE_HEAD)
-    for path in found:
-        row = _summarize(path)
-        table.add_row(_label(path, runs_dir), row.started, row.status, row.epochs,
-                      row.best_loss, row.best_other, row.duration)
-    console().print(table)
+    if status is not None and status not in STATUSES:
+        raise typer.BadParameter(f"expected one of {', '.join(STATUSES)}; received "
+                                 f"{status!r}.", param_hint="--status")
+    results = [read_result(p) for p in collect_runs([runs_dir], with_unborn=True)]
+    results.sort(key=lambda r: (r.path.name, str(r.path)))  # the stamp: oldest first
+    if status is not None:
+        results = [r for r in results if r.status == status]
+    if last is not None:
+        results = results[-last:]
+    if sort is not None:
+        from kexp.monitor import higher_is_better
+
+        sign = -1 if higher_is_better(sort) else 1
+        results.sort(key=lambda r: (r.best(sort) is None, sign * (r.best(sort) or 0.0)))
+    rows = [_row(r, runs_dir, sort) for r in results]
+    if fmt == "csv":
+        typer.echo(_csv(rows), nl=False)
+    elif fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        typer.echo(f"no runs under {runs_dir}" + (f" with status {status}" if status else ""))
+    else:
+        _print_table(rows, sort)
 
 
-def _run_dirs(runs_dir: Path) -> list[Path]:
-    """Run directories under ``runs_dir`` (oldest first): those with a run.json, and those
-    named like a run whose run.json is missing (a run that died while starting)."""
-    from kexp.runs import find_runs
-
-    found = set(find_runs(runs_dir))
-    if runs_dir not in found:
-        found |= {p for p in runs_dir.glob("**/*") if p.is_dir() and _STAMP.match(p.name)}
-    return sorted(found, key=lambda p: (p.name, str(p)))
+def _row(result: Any, runs_dir: Path, sort: str | None) -> dict[str, Any]:
+    """What ``--format json`` prints for a run (csv: the same, ``best`` flattened)."""
+    val = sorted(k for k in result.history if k.startswith("val_"))
+    if not val:  # no history: the last metrics run.json holds
+        val = sorted(k for k in (result.info.get("last_metrics") or {}) if k.startswith("val_"))
+    names = val + ([sort] if sort and sort not in val else [])
+    return {
+        "run": _label(result.path, runs_dir),
+        "path": str(result.path),
+        "name": result.name,
+        "started": result.started or None,
+        "status": result.status,
+        "epochs_completed": result.epochs_completed,
+        "epochs": result.epochs_planned,
+        "duration_seconds": result.duration,
+        "best": {name: result.best(name) for name in names},
+    }
 
 
 def _label(path: Path, runs_dir: Path) -> str:
     try:
-        rel = path.relative_to(runs_dir)
+        rel = path.relative_to(runs_dir.resolve())
     except ValueError:
         rel = path
-    return str(rel) if str(rel) != "." else str(path)
+    return str(rel) if str(rel) != "." else str(runs_dir)
 
 
-@dataclass
-class _Row:
-    started: str
-    status: str
-    epochs: str
-    best_loss: str
-    best_other: str
-    duration: str
+def _csv(rows: list[dict[str, Any]]) -> str:
+    metrics = list(dict.fromkeys(m for row in rows for m in row["best"]))
+    columns = [c for c in (rows[0] if rows else _row_columns()) if c != "best"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns + [f"best {m}" for m in metrics])
+    for row in rows:
+        cells = ["" if row[c] is None else row[c] for c in columns]
+        best = [row["best"].get(m) for m in metrics]
+        writer.writerow(cells + ["" if v is None else v for v in best])
+    return out.getvalue()
 
 
-def _summarize(path: Path) -> _Row:
-    from kexp.runs import Run, read_run
-
-    info = read_run(path)
-    history = _read_history(path / "history.csv")
-    status = str(info.get("status") or "unknown")
-    if status == "running" and not Run(path).is_training():
-        status = "killed"  # nothing holds its lock: resume it with `kexp train --resume`
-    completed = info.get("epochs_completed", len(history) if history else None)
-    planned = info.get("epochs")
-    epochs = f"{_text(completed)}/{_text(planned)}" if completed is not None or planned else "-"
-    metrics = _best(history) or {k: v for k, v in (info.get("last_metrics") or {}).items()
-                                 if isinstance(v, (int, float))}
-    loss = metrics.get("val_loss")
-    other = _other_metric(metrics)
-    return _Row(
-        started=_when(info.get("started")),
-        status=status,
-        epochs=epochs,
-        best_loss="-" if loss is None else f"{loss:.4g}",
-        best_other="-" if other is None else f"{other[0]} {other[1]:.4g}",
-        duration=_duration(info.get("duration_seconds")),
-    )
+def _row_columns() -> list[str]:
+    return ["run", "path", "name", "started", "status", "epochs_completed", "epochs",
+            "duration_seconds"]
 
 
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    """history.csv rows as numbers; [] when missing or unreadable (a run still gets a row)."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
-    return [{k: _number(v) for k, v in row.items() if k and _number(v) is not None}
-            for row in rows]
+def _print_table(rows: list[dict[str, Any]], sort: str | None) -> None:
+    from rich import box
+    from rich.table import Column, Table
+
+    from kexp.cli.console import console
+
+    # Short columns never wrap, so the table stays legible at 80 columns (a pipe).
+    fixed = {"no_wrap": True}
+    extra = [Column(f"best {sort}", **fixed)] if sort and sort != "val_loss" else []
+    table = Table(Column("run", overflow="fold"), Column("started", **fixed),
+                  Column("status", **fixed), Column("epochs", **fixed), "best val_loss",
+                  Column("best val metric", overflow="fold"), *extra,
+                  Column("duration", **fixed), box=box.SIMPLE_HEAD)
+    for row in rows:
+        done, planned = row["epochs_completed"], row["epochs"]
+        epochs = f"{_text(done)}/{_text(planned)}" if done is not None or planned else "-"
+        loss = row["best"].get("val_loss")
+        other = _other_metric(row["best"])
+        cells = [row["run"], _when(row["started"]), row["status"], epochs,
+                 "-" if loss is None else f"{loss:.4g}",
+                 "-" if other is None else f"{other[0]} {other[1]:.4g}"]
+        if extra:
+            value = row["best"].get(sort)
+            cells.append("-" if value is None else f"{value:.4g}")
+        table.add_row(*cells, duration_text(row["duration_seconds"]))
+    console().print(table)
 
 
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _best(history: list[dict[str, Any]]) -> dict[str, float]:
-    """The best value of each validation metric over the epochs."""
-    names = {k for row in history for k in row if k.startswith("val_")}
-    best = {}
-    for name in names:
-        values = [row[name] for row in history if name in row]
-        best[name] = max(values) if higher_is_better(name) else min(values)
-    return best
-
-
-
-
-def _other_metric(metrics: dict[str, float]) -> tuple[str, float] | None:
+def _other_metric(metrics: dict[str, float | None]) -> tuple[str, float] | None:
     """One validation metric besides the loss: val_accuracy if there is one, else the first
     val_* that is not a loss, by name."""
-    if "val_accuracy" in metrics:
+    if metrics.get("val_accuracy") is not None:
         return "val_accuracy", metrics["val_accuracy"]
-    names = sorted(k for k in metrics if k.startswith("val_") and not k.endswith("loss"))
+    names = sorted(k for k, v in metrics.items()
+                   if k.startswith("val_") and not k.endswith("loss") and v is not None)
     return (names[0], metrics[names[0]]) if names else None
 
 
@@ -156,9 +159,13 @@ def _when(started: Any) -> str:
         return "-"
 
 
-def _duration(seconds: Any) -> str:
-    number = _number(seconds)
-    if number is None:
+def duration_text(seconds: Any) -> str:
+    """``1h 02m``, ``3m 07s`` or ``4.2s``; ``-`` when unknown."""
+    try:
+        number = float(seconds)
+    except (TypeError, ValueError):
+        return "-"
+    if not math.isfinite(number):
         return "-"
     minutes, secs = divmod(round(number), 60)
     hours, minutes = divmod(minutes, 60)

@@ -282,12 +282,18 @@ def _data_and_model(cfg: Config) -> tuple[Any, Any]:
 
 
 def _check_data_and_fit(cfg: Config, run: Run, model: Any, splits: Any, job: _Job) -> None:
-    bad = _non_finite(splits)
-    if bad:
-        # Some models mask a NaN (relu(NaN) is 0 on some CPUs) and would train on garbage.
-        run.update(status="failed", ended=now(), reason=f"non-finite data: {bad}")
-        raise TrainingError(f"training failed: non-finite data: {bad}\nrun: {run.path}")
-    _fit(cfg, run, model, job)
+    from kexp.curves import draw_run_curves_at_end, warm_up
+
+    warm_up()
+    try:
+        bad = _non_finite(splits)
+        if bad:
+            # Some models mask a NaN (relu(NaN) is 0 on some CPUs) and would train on garbage.
+            run.update(status="failed", ended=now(), reason=f"non-finite data: {bad}")
+            raise TrainingError(f"training failed: non-finite data: {bad}\nrun: {run.path}")
+        _fit(cfg, run, model, job)
+    finally:  # completed, failed or interrupted: whatever epochs exist
+        draw_run_curves_at_end(run.path)
 
 
 def _non_finite(splits: Any) -> str:
