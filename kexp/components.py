@@ -42,8 +42,9 @@ def build(comp: Component, *registries: Registry, skip: tuple[str, ...] = (),
     args = {k: v for k, v in comp.args.items() if k not in skip}
     try:
         return build_value(comp.type, args, registries, comp.path, comp.where, **runtime)
-    except ConfigError as exc:
-        raise ConfigError([_at_key(p, comp) for p in exc.problems]) from None
+    except ConfigError as exc:  # the same error (or subclass), located at the argument
+        exc.problems = [_at_key(p, comp) for p in exc.problems]
+        raise exc from None
 
 
 def _at_key(problem: Problem, comp: Component) -> Problem:

@@ -136,6 +136,8 @@ def load_run_model(file: Path, compile: bool = True) -> Any:
     import_tensorflow()
     import keras
 
+    import kexp.models.preprocess  # noqa: F401 - kexp's own layers, for Keras to rebuild
+
     try:
         return keras.saving.load_model(file, safe_mode=True, compile=compile)
     except ValueError as exc:

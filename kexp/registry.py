@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # kexp modules that register built-ins. They must not import TensorFlow at import time.
-_BUILTIN_MODULES = ("kexp.data.datasets", "kexp.data.synthetic")
+_BUILTIN_MODULES = ("kexp.data.datasets", "kexp.data.synthetic", "kexp.models.applications")
 
 # Keras base classes whose ``__init__`` takes ``**kwargs`` only to pick out a few by name and
 # reject the rest with a message: the keyword names they take beyond their signature.

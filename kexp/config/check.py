@@ -208,7 +208,7 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
         "functional": {"name", "inputs", "layers", "outputs", "class_", "base", "checkpoint",
                        "trainable"},
         "class": {"name", "input_shape"},
-    }[spec.kind]
+    }[spec.kind] | {"freeze", "unfreeze"}
     problems = [
         Problem(f"model.{type(spec).model_fields[f].alias or f}",
                 f"`{type(spec).model_fields[f].alias or f}` is not used by a {spec.kind} model")
@@ -217,6 +217,9 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
     if spec.kind != "class":
         problems += [Problem(f"model.{k}", f"unknown key {k!r} for a {spec.type} model")
                      for k in spec.args]
+    from kexp.models.applications import check_applications  # it imports this package
+
+    problems += check_applications(spec)
     if spec.kind == "class":
         return problems + check_component(spec, (MODELS, LAYERS))
     if spec.kind == "sequential" and not spec.layers:

@@ -237,11 +237,14 @@ def _deep_merge(into: dict, new: dict, into_src: SourceMap, new_src: SourceMap,
 
 def _is_path_key(path: PathT) -> bool:
     """Keys whose string values name files relative to the config that sets them: the data
-    files, ``model.base`` and plugin ``.py`` files. (Callback paths are different: they resolve
-    inside the run directory.)"""
+    files, ``model.base``, an application's ``weights`` file and plugin ``.py`` files.
+    (Callback paths are different: they resolve inside the run directory.)"""
     last = path[-1] if path else ""
     if path[:1] == ("data",) and isinstance(last, str):
         return last == "path" or last.endswith("_path")
+    if last == "weights" and (path == ("model", "weights") or path[:2] == ("model", "layers")
+                              and len(path) == 4):
+        return True  # a Keras application's weights file
     return path == ("model", "base") or (len(path) == 2 and path[0] == "plugins")
 
 
@@ -264,7 +267,9 @@ def _resolve_relative_paths(value: Any, base_dir: Path, path: PathT = ()) -> Non
 
 
 def _looks_relative(text: str) -> bool:
-    return bool(text) and not Path(text).is_absolute() and "://" not in text
+    # `weights: imagenet` names Keras's download, not a file
+    return bool(text) and not Path(text).is_absolute() and "://" not in text and \
+        text != "imagenet"
 
 
 def apply_sets(loaded: Loaded, sets: list[str] | tuple[str, ...]) -> None:

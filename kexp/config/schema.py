@@ -32,6 +32,8 @@ __all__ = [
     "Node",
     "InputSpec",
     "ModelSpec",
+    "FreezeSpec",
+    "UnfreezeSpec",
     "DataSpec",
     "DATA_OPTIONS",
     "CompileSpec",
@@ -124,6 +126,38 @@ class InputSpec(Section):
     dtype: str = "float32"
 
 
+class FreezeSpec(Section):
+    """``freeze: {layer: backbone, until: block_12_add}``: freeze a layer (with ``until``:
+    its sublayers from the first through that one)."""
+
+    layer: str
+    until: str | None = None
+
+
+class UnfreezeSpec(Section):
+    """``unfreeze: {layer: backbone, from: block_13_expand}``: make a layer trainable (with
+    ``from``: its sublayers from that one to the last). BatchNormalization sublayers stay
+    frozen (in inference mode) unless ``batchnorm: true``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False,
+                              populate_by_name=True)
+
+    layer: str
+    from_: str | None = Field(default=None, alias="from")
+    batchnorm: bool = False
+
+
+def _one_or_list(v: Any) -> str:
+    return "~list" if isinstance(v, list) else "~one"
+
+
+_Freeze = Annotated[Annotated[FreezeSpec, Tag("~one")] | Annotated[list[FreezeSpec], Tag("~list")],
+                    Discriminator(_one_or_list)]
+_Unfreeze = Annotated[
+    Annotated[UnfreezeSpec, Tag("~one")] | Annotated[list[UnfreezeSpec], Tag("~list")],
+    Discriminator(_one_or_list)]
+
+
 class ModelSpec(Component):
     """``type: sequential``, ``type: functional``, or a registered model / layer class with its
     keyword arguments (``{type: CustomerTicketModel, num_departments: 4}``)."""
@@ -137,6 +171,8 @@ class ModelSpec(Component):
     base: str | None = None
     checkpoint: Literal["final", "best", "last"] | None = None
     trainable: bool | None = None
+    freeze: _Freeze | None = None
+    unfreeze: _Unfreeze | None = None
 
     model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
 

@@ -115,6 +115,8 @@ def load_base(info: BaseInfo) -> Any:
     """Load the base model with Keras's safe mode (a ``Lambda`` layer is refused)."""
     import keras
 
+    import kexp.models.preprocess  # noqa: F401 - kexp's own layers, for Keras to rebuild
+
     try:
         return keras.saving.load_model(info.file, safe_mode=True, compile=False)
     except ValueError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 from kexp.components import build
 from kexp.config.schema import ModelSpec
 from kexp.errors import ConfigError, Problem
+from kexp.models.applications import application_info, apply_freezing, build_application
 from kexp.models.base import BaseError, describe_base, load_base
 from kexp.models.graph import plan_graph
 from kexp.plugins import PluginError
@@ -44,17 +45,26 @@ def build_model(spec: ModelSpec) -> tuple[Any, list[Adaptation]]:
     import keras
 
     if spec.kind == "sequential":
-        return _sequential(spec, keras)
-    if spec.kind == "functional":
-        return _functional(spec, keras)
-    model = build(spec, MODELS, LAYERS, skip=("input_shape",),
-                  **({"name": spec.name} if spec.name else {}))
+        model, adapt = _sequential(spec, keras)
+    elif spec.kind == "functional":
+        model, adapt = _functional(spec, keras)
+    else:
+        model, adapt = _class_model(spec, keras), []
+    apply_freezing(model, spec.freeze, spec.unfreeze, "model", spec._sources)
+    return model, adapt
+
+
+def _class_model(spec: ModelSpec, keras: Any) -> Any:
+    name = {"name": spec.name} if spec.name else {}
+    if application_info(spec.type) is not None:
+        return build_application(spec, spec.input_shape, **name)
+    model = build(spec, MODELS, LAYERS, skip=("input_shape",), **name)
     if not isinstance(model, keras.Model):
         model = keras.Sequential([model], name=spec.name or f"{spec.type.lower()}_model")
     if spec.input_shape is not None:
         _call(model.build, "model.input_shape", spec.where_of("input_shape"),
               (None, *spec.input_shape))
-    return model, []
+    return model
 
 
 def has_graph(model: Any) -> bool:
@@ -71,7 +81,7 @@ def _sequential(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
         model.add(keras.Input(shape=tuple(spec.input_shape)))
     adapt = []
     for node in spec.layers or []:
-        layer = build(node, LAYERS, MODELS)
+        layer = _build_layer(node, _output_shape(model))
         _call(model.add, node.path, node.where, layer)
         if node.adapt:
             adapt.append(Adaptation(layer, None))
@@ -101,8 +111,8 @@ def _functional(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
     adapt = []
     for graph_node in plan.order:
         node = graph_node.node
-        layer = build(node, LAYERS, MODELS)
         args = [tensors[ref] for ref in graph_node.inputs]
+        layer = _build_layer(node, args[0].shape[1:] if len(args) == 1 else None)
         tensors[graph_node.key] = _call(layer, node.path, node.where,
                                         args[0] if len(args) == 1 else args)
         if node.adapt:
@@ -120,6 +130,22 @@ def _functional(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
                      outputs=model_outputs, **name), adapt
     return _call(keras.Model, "model", spec.where, inputs=model_inputs, outputs=model_outputs,
                  **name), adapt
+
+
+def _build_layer(node: Any, input_shape: Any) -> Any:
+    """A node's layer; a Keras application gets the incoming shape as its ``input_shape``
+    when it names none."""
+    if application_info(node.type) is not None:
+        return build_application(node, input_shape)
+    return build(node, LAYERS, MODELS)
+
+
+def _output_shape(model: Any) -> Any:
+    """A sequential model's output shape so far (without the batch axis), None if unknown."""
+    try:
+        return tuple(model.outputs[0].shape[1:]) if model.layers else None
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
 
 
 def _load_base(spec: ModelSpec) -> tuple[Any, Any]:

@@ -68,7 +68,34 @@ def build_catalog() -> dict[str, Any]:
                 names.setdefault(name, {"module": module_name, "identifier": True,
                                         "params": [], "required": [], "open_kwargs": False})
         catalog[kind] = names
+    catalog["models"] = _applications(keras)
     return catalog
+
+
+def _applications(keras: Any) -> dict[str, Any]:
+    """Every ``keras.applications`` constructor, as a model usable as a layer, with the
+    module whose ``preprocess_input`` matches it (None when the model preprocesses its input
+    itself: that module's ``preprocess_input`` returns its input unchanged)."""
+    import importlib
+
+    import numpy as np
+
+    from kexp.models.applications import KEXP_APPLICATION_ARGS
+
+    names: dict[str, Any] = {}
+    sample = np.array([[[[200.0, 100.0, 50.0]]]], dtype="float32")
+    for name in sorted(dir(keras.applications)):
+        fn = getattr(keras.applications, name)
+        if name.startswith("_") or not name[:1].isupper() or not callable(fn):
+            continue
+        module = "keras.applications." + fn.__module__.rsplit(".", 1)[-1]
+        preprocess = importlib.import_module(module).preprocess_input
+        changes = not np.array_equal(np.asarray(preprocess(sample.copy())), sample)
+        info = _describe("keras.applications", fn, identifier=False)
+        info["params"] += [p for p in KEXP_APPLICATION_ARGS if p not in info["params"]]
+        info["application"] = {"preprocess": module if changes else None}
+        names[name] = info
+    return names
 
 
 def _describe(module_name: str, obj: Any, identifier: bool) -> dict[str, Any]:

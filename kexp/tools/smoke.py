@@ -1,7 +1,8 @@
 """``make smoke``: ``kexp train --smoke`` on every config of a folder, in one process.
 
-A config that needs something a fresh clone does not have — a Keras dataset file that is not
-in Keras's cache, or a ``base:`` run that has not been trained — is skipped with a message
+A config that needs something a fresh clone does not have — a Keras dataset file or
+pretrained weights that are not in Keras's cache (nothing is downloaded), or a ``base:`` run
+that has not been trained — is skipped with a message
 saying why. Any other failure fails the whole smoke run (exit 1).
 """
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from kexp.config import load_config
+    from kexp.models.applications import WeightsUnavailable, no_weight_downloads
     from kexp.training.engine import TrainOptions, train
 
     failures, skipped, passed = [], [], 0
@@ -60,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(config)
                 print(f"skip  {config}: {why}", flush=True)
                 continue
-            run = train(load_config(config), TrainOptions(smoke=True, command=("smoke",)))
+            with no_weight_downloads():
+                run = train(load_config(config), TrainOptions(smoke=True, command=("smoke",)))
+        except WeightsUnavailable as exc:
+            skipped.append(config)
+            print(f"skip  {config}: it needs pretrained weights that are not in Keras's cache "
+                  f"({exc.cache_file})", flush=True)
+            continue
         except KexpError as exc:
             failures.append(config)
             print(f"FAIL  {config}: {exc}", flush=True)
