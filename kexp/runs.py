@@ -65,7 +65,7 @@ __all__ = [
     "now",
 ]
 
-STATUSES = ("running", "completed", "failed", "interrupted")
+STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
 # Directories being created (``create_dir_atomically``): not runs, never listed or resumed.
 TEMP_PREFIX = ".tmp-"
 LOCK = ".lock"
@@ -166,6 +166,18 @@ class Run:
         path, fd = _create_locked(runs_dir / name, stamp,
                                   None if populate is None else lambda tmp: populate(cls(tmp)))
         run = cls(path)
+        run._lock_fd = fd
+        return run
+
+    @classmethod
+    def at(cls, path: Path, populate: Callable[[Run], None] | None = None) -> Run:
+        """Make the run directory ``path`` itself (a sweep's ``trials/0007``), whole, as
+        ``create`` does; it must not exist yet (FileExistsError)."""
+        path = Path(path)
+        made, fd = _create_locked(path.parent, path.name,
+                                  None if populate is None else lambda tmp: populate(cls(tmp)),
+                                  tries=1)
+        run = cls(made)
         run._lock_fd = fd
         return run
 
@@ -271,8 +283,8 @@ def remove_stale_temporaries(parent: Path) -> list[Path]:
     return removed
 
 
-def _create_locked(parent: Path, name: str,
-                   populate: Callable[[Path], None] | None) -> tuple[Path, int | None]:
+def _create_locked(parent: Path, name: str, populate: Callable[[Path], None] | None,
+                   tries: int = 10_000) -> tuple[Path, int | None]:
     """``create_dir_atomically``, returning the final path and the descriptor that holds
     its ``.lock`` (None where the OS has no advisory locks)."""
     parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +294,7 @@ def _create_locked(parent: Path, name: str,
         if populate is not None:
             populate(tmp)
         fsync_dir(tmp)
-        for n in range(1, 10_000):
+        for n in range(1, tries + 1):
             path = parent / (name if n == 1 else f"{name}-{n}")
             try:
                 _rename_no_replace(tmp, path)
@@ -292,6 +304,8 @@ def _create_locked(parent: Path, name: str,
                 raise
             fsync_dir(parent)
             return path, fd
+        if tries == 1:
+            raise FileExistsError(errno.EEXIST, "a directory is in the way", str(parent / name))
         raise RuntimeError(f"cannot create a directory named {name} under {parent}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,6 +24,7 @@ from kexp.cli import (
     runs,
     schema,
     summary,
+    sweep,
     tensorboard,
     train,
     validate,
@@ -83,6 +84,7 @@ app.command("predict")(predict.predict)
 app.command("tensorboard")(tensorboard.tensorboard)
 app.command("runs")(runs.runs)
 app.command("compare")(compare.compare)
+app.command("sweep")(sweep.sweep)
 
 
 def main() -> NoReturn:

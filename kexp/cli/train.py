@@ -67,8 +67,25 @@ def train(
     from kexp.training.engine import TrainOptions
     from kexp.training.engine import train as run_training
 
-    run = run_training(cfg, TrainOptions(smoke=smoke, command=tuple(sys.argv)))
+    trial = _trial()
+    options = TrainOptions(smoke=smoke, command=tuple(sys.argv))
+    if trial is not None:
+        options = TrainOptions(smoke=smoke, command=tuple(sys.argv), run_dir=trial.run_dir,
+                               info=trial.info(),
+                               callbacks=(trial.reporter(cfg.train.tensorboard),))
+    run = run_training(cfg, options)
+    if trial is not None:
+        trial.finish(run.path)
     _echo_run(run.path)
+
+
+def _trial():
+    """The sweep trial this process trains (``kexp sweep`` sets ``KEXP_TRIAL``), or None."""
+    if not os.environ.get("KEXP_TRIAL"):
+        return None
+    from kexp.sweep.trial import trial_from_env
+
+    return trial_from_env()
 
 
 def _sets(sets: list[str], name: str | None, runs_dir: Path | None) -> list[str]:
@@ -91,7 +108,11 @@ def _resume(run_dir: Path, config: Path | None, sets: list[str], plugins: list[s
             "cannot be given with it.", param_hint="--resume")
     from kexp.training.engine import resume as resume_training
 
-    run = resume_training(run_dir, sets, command=tuple(sys.argv))
+    trial = _trial()
+    callbacks = (trial.reporter(),) if trial is not None else ()
+    run = resume_training(run_dir, sets, command=tuple(sys.argv), callbacks=callbacks)
+    if trial is not None:
+        trial.finish(run.path)
     _echo_run(run.path)
 
 

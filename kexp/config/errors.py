@@ -113,7 +113,8 @@ def _problem(err: Any, loc: tuple, sources: SourceMap) -> Problem:
     else:
         message = err["msg"].removeprefix("Value error, ")
         message = _EXPECTED.get(kind, message[:1].lower() + message[1:])
-        message += f"; received {received}"
+        if "received" not in message:
+            message += f"; received {received}"
     return Problem(path, message, sources.where(loc), suggestion)
 
 

@@ -82,7 +82,12 @@ def format_path(path: PathT) -> str:
     """``("model", "layers", 2, "units")`` -> ``model.layers[2].units``."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif out and any(c in part for c in ".[]"):  # a sweep parameter: itself a path
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else str(part)
     return out
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "CompileSpec",
     "TrainSpec",
     "DistributeSpec",
+    "SweepSpec",
     "Config",
     "UNION_TAGS",
 ]
@@ -213,7 +214,7 @@ def _shape_of(value: Any) -> str:
 
 # Discriminated by shape, so a bad value gets one error, not one per union member. The tags
 # appear in pydantic's error locations; kexp.config.errors removes them from config paths.
-UNION_TAGS = ("~one", "~list", "~map")
+UNION_TAGS = ("~one", "~list", "~map", "~float", "~int", "~categorical")
 _OneOrList = Annotated[
     Annotated[Component, Tag("~one")] | Annotated[list[Component], Tag("~list")],
     Discriminator(_shape_of),
@@ -273,6 +274,92 @@ class DistributeSpec(Section):
     communication: Literal["auto", "ring", "nccl"] = "auto"
 
 
+class _Range(Section):
+    """``low``..``high`` (both included), optionally on a log scale or in steps."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check_range(self):
+        if self.low > self.high:
+            raise ValueError(f"low must not exceed high; received low={self.low}, "
+                             f"high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale needs low > 0; received low={self.low}")
+        if self.log and getattr(self, "step", None) is not None:
+            raise ValueError("log and step cannot be combined (Optuna samples one or the other)")
+        return self
+
+
+class FloatParam(_Range):
+    """``{type: float, low: 1.0e-4, high: 1.0e-1, log: true}``; ``step`` makes it discrete."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    step: Annotated[float, Field(gt=0)] | None = None
+
+    model_config = ConfigDict(extra="forbid", strict=False, validate_default=False)
+
+
+class IntParam(_Range):
+    """``{type: int, low: 16, high: 256, log: true}``, or ``step`` for every n-th value."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: PositiveInt | None = None
+
+
+class CategoricalParam(Section):
+    """``{type: categorical, choices: [adam, rmsprop]}``: any YAML values, components too."""
+
+    type: Literal["categorical"]
+    choices: Annotated[list[Any], Field(min_length=1)]
+
+
+def _param_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"~{kind}" if kind in ("float", "int", "categorical") else None
+
+
+_Param = Annotated[
+    Annotated[FloatParam, Tag("~float")] | Annotated[IntParam, Tag("~int")]
+    | Annotated[CategoricalParam, Tag("~categorical")],
+    Discriminator(_param_kind, custom_error_type="sweep_param_type",
+                  custom_error_message="expected a parameter {type: float | int | categorical, "
+                  "...}"),
+]
+
+
+class SweepSpec(Section):
+    """A search over config values (``kexp sweep``; ``kexp train`` ignores it).
+
+    Example:
+        ```yaml
+        sweep:
+          metric: val_accuracy
+          trials: 12
+          sampler: tpe
+          pruner: median
+          jobs: 2
+          params:
+            compile.optimizer.learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}
+            model.layers[0].units: {type: int, low: 16, high: 256, log: true}
+        ```
+    """
+
+    metric: str = "val_loss"
+    direction: Literal["minimize", "maximize"] | None = None
+    trials: PositiveInt = 10
+    sampler: Component = Component(type="tpe")
+    pruner: Component = Component(type="none")
+    jobs: PositiveInt = 1
+    params: Annotated[dict[str, _Param], Field(min_length=1)]
+
+
 class Config(Section):
     """A whole experiment."""
 
@@ -286,6 +373,7 @@ class Config(Section):
     compile: CompileSpec = CompileSpec()
     train: TrainSpec = TrainSpec()
     distribute: DistributeSpec = DistributeSpec()
+    sweep: SweepSpec | None = None
 
     _file: Path | None = PrivateAttr(default=None)
     _sources: Any = PrivateAttr(default=None)

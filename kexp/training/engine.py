@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,11 @@ class TrainOptions:
 
     smoke: bool = False
     command: tuple[str, ...] = ()
+    # A sweep's trial (``kexp.sweep.trial``): its exact run directory, what run.json says
+    # about the sweep, and the callback that reports to the study.
+    run_dir: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    callbacks: tuple[Any, ...] = ()
 
 
 def config_hash(cfg: Config) -> str:
@@ -86,8 +91,11 @@ def train(cfg: Config, options: TrainOptions = TrainOptions()) -> Run:
         chief = _is_chief(cfg)
         # The directory appears with its config and run.json, or not at all: a kill at any
         # moment leaves nothing or a run that `--resume` continues.
-        run = Run.create(runs_dir if chief else _private_dir(), cfg.run_name(),
-                         lambda new: _record_start(cfg, options, new, model, splits, strategy))
+        def populate(new: Run) -> None:
+            _record_start(cfg, options, new, model, splits, strategy)
+
+        run = (Run.at(options.run_dir, populate) if options.run_dir is not None and chief else
+               Run.create(runs_dir if chief else _private_dir(), cfg.run_name(), populate))
         try:
             try:
                 job = _prepare(cfg, options, run, model, splits, strategy=strategy)
@@ -103,7 +111,8 @@ def train(cfg: Config, options: TrainOptions = TrainOptions()) -> Run:
     return run
 
 
-def resume(path: Path, sets: Sequence[str] = (), command: Sequence[str] = ()) -> Run:
+def resume(path: Path, sets: Sequence[str] = (), command: Sequence[str] = (),
+           callbacks: Sequence[Any] = ()) -> Run:
     """Continue an interrupted, killed or failed run from its newest saved state
     (``kexp train --resume RUN_DIR``); return the run.
 
@@ -130,7 +139,8 @@ def resume(path: Path, sets: Sequence[str] = (), command: Sequence[str] = ()) ->
     try:
         saved = rs.load_state(run.path)
         start = rs.start_epoch(plan, saved)
-        options = TrainOptions(smoke=bool(plan.info.get("smoke")), command=tuple(command))
+        options = TrainOptions(smoke=bool(plan.info.get("smoke")), command=tuple(command),
+                               callbacks=tuple(callbacks))
         _seed(cfg)
         strategy = _start_strategy(cfg)
         with _scope(strategy):
@@ -430,7 +440,7 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
     standard.append(cb.RunRecorder(run))
     if cfg.train.progress and _is_chief(cfg):  # one progress display per cluster
         standard.append(cb.Progress(epochs, steps))
-    callbacks = ([counter] if counter else []) + user + standard
+    callbacks = ([counter] if counter else []) + user + standard + list(options.callbacks)
     if resumed:
         after_earlier_logs(callbacks)
     # Last: it saves what the others updated, and restores after they reset.
@@ -480,6 +490,7 @@ def _record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, spli
         "plugins": list(cfg.plugins),
         "versions": versions(),
         "epochs_completed": 0,
+        **options.info,
         **({"cluster": _cluster(cfg, strategy)} if strategy is not None else {}),
     })
 

@@ -13,6 +13,10 @@ run, interleaved; the figures are in the README):
 - at batch 128 and more, and the ticket model at batch 32 (20,100 input values per sample):
   TensorFlow's default is as fast or 5-20% faster.
 
+Trials of a sweep that run side by side share the cores: ``kexp sweep`` gives each
+``KEXP_CORES`` = cores // jobs, and ``auto`` then means that many threads per pool (one
+for small batches on few cores, as above).
+
 The work of a step grows with the values it reads, so ``threads: auto`` (the default) means
 one thread per pool when a batch holds at most ``SMALL_BATCH_VALUES`` input values on a
 machine of at most ``FEW_CORES`` cores, and TensorFlow's own choice otherwise. ``0`` always
@@ -47,8 +51,11 @@ def auto_threads(batch_size: int, x: Arrays, cores: int | None = None) -> int:
     TensorFlow's default)."""
     arrays = x.values() if isinstance(x, dict) else x if isinstance(x, list | tuple) else [x]
     values = sum(int(np.prod(np.shape(a)[1:], dtype=np.int64)) for a in arrays)
-    cores = cores or _cores()
-    return 1 if cores <= FEW_CORES and batch_size * values <= SMALL_BATCH_VALUES else 0
+    share = _share()
+    cores = cores or share or _cores()
+    if cores <= FEW_CORES and batch_size * values <= SMALL_BATCH_VALUES:
+        return 1
+    return share or 0
 
 
 def configure_threads(threads: int | Literal["auto"], batch_size: int,
@@ -86,6 +93,15 @@ def threads_in_use() -> int | str:
     import tensorflow as tf
 
     return tf.config.threading.get_intra_op_parallelism_threads() or "default"
+
+
+def _share() -> int | None:
+    """The cores this process is given when it shares the machine with others: ``kexp
+    sweep`` running ``jobs`` trials at once sets ``KEXP_CORES`` to cores // jobs."""
+    try:
+        return max(1, int(os.environ["KEXP_CORES"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _cores() -> int:

@@ -1,0 +1,105 @@
+"""The sweep directory, ``<runs_dir>/<name>/sweep-<YYYYMMDD-HHMMSS>/``: made once every check
+has passed, reopened by ``kexp sweep --resume``.
+
+| file | content |
+|---|---|
+| config.yaml | the resolved config, ``sweep:`` block included: what every trial starts from |
+| sweep.json | the block, the storage (password hidden), study, status, best trial |
+| study.db | the embedded study (SQLite), unless ``--storage`` names another |
+| trials/NNNN/ | one ordinary run directory per trial |
+| output/NNNN.log | what each trial process printed |
+| trials.csv, best.yaml, history.png, importances.png, parallel_coordinates.png | results |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from kexp.config.schema import Config
+from kexp.errors import ConfigError, Problem
+from kexp.runs import atomic_write, now
+from kexp.sweep.runner import Sweep, read_sweep
+from kexp.sweep.study import embedded_url, has_password, redact
+
+__all__ = ["check_sweep", "create_sweep", "reopen_sweep"]
+
+
+def check_sweep(cfg: Config, config: Path, sets: list[str], plugins: list[str],
+                storage: str | None) -> None:
+    """Everything that can be checked before a sweep starts: the block, every value of the
+    search space (through the config check), the metric, sampler, pruner, and the storage."""
+    from kexp.sweep.space import check_metric, check_space
+    from kexp.sweep.study import check_components, open_storage
+
+    if cfg.sweep is None:
+        raise ConfigError(Problem("sweep", "this config has no `sweep:` block (see the "
+                                  "README's Sweeps section)", str(cfg.file or config)))
+    check_space(cfg, config, sets, plugins)
+    check_metric(cfg)
+    check_components(cfg)
+    if storage is not None:
+        open_storage(storage)
+
+
+def create_sweep(cfg: Config, storage: str | None, study: str | None) -> Sweep:
+    """Make the sweep directory and write its config.yaml and sweep.json."""
+    parent = Path(cfg.runs_dir) / cfg.run_name()
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 10_000):
+        path = parent / (f"sweep-{stamp}" if n == 1 else f"sweep-{stamp}-{n}")
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            continue
+    path = path.resolve()
+    atomic_write(path / "config.yaml", yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
+    name = study or f"{cfg.run_name()}/{path.name}"
+    url = storage or embedded_url(path)
+    sweep = Sweep(path, cfg, url, name, cfg.sweep.trials, cfg.sweep.jobs)
+    info = {
+        "name": cfg.run_name(),
+        "status": "running",
+        "started": now(),
+        "command": sys.argv,
+        "config_file": str(cfg.file) if cfg.file else None,
+        "study": name,
+        "storage": "embedded" if storage is None else redact(storage),
+        "storage_complete": storage is None or not has_password(storage),
+        "metric": sweep.metric,
+        "direction": sweep.direction,
+        "sweep": cfg.sweep.model_dump(mode="json", exclude_none=True),
+    }
+    atomic_write(path / "sweep.json", json.dumps(info, indent=2) + "\n")
+    return sweep
+
+
+def reopen_sweep(sweep_dir: Path, storage: str | None, trials: int | None,
+                 jobs: int | None) -> Sweep:
+    """The sweep of a directory, to continue (``kexp sweep --resume``). ``--storage`` is
+    needed again when the URL held a password (sweep.json keeps it hidden)."""
+    from kexp.config import load_config
+
+    sweep_dir = Path(sweep_dir).resolve()
+    info = read_sweep(sweep_dir)
+    if not info or not (sweep_dir / "config.yaml").is_file():
+        raise ConfigError(Problem("", f"{sweep_dir} is not a sweep directory (it has no "
+                                  "sweep.json and config.yaml)", "--resume"))
+    cfg = load_config(sweep_dir / "config.yaml")
+    if storage is None:
+        if info.get("storage") == "embedded":
+            storage = embedded_url(sweep_dir)
+        elif info.get("storage_complete"):
+            storage = info["storage"]
+        else:
+            raise ConfigError(Problem("", f"this sweep's study is in {info.get('storage')}, "
+                                      "whose password kexp does not keep: give the URL again "
+                                      "with --storage", "--resume"))
+    return Sweep(sweep_dir, cfg, storage, info["study"], trials or cfg.sweep.trials,
+                 jobs or cfg.sweep.jobs)
