@@ -49,11 +49,14 @@ class TrialReporter(keras.callbacks.Callback):
             Run(self.context.run_dir).update(pruned_epoch=epoch)
 
     def _write_hparams(self) -> None:
-        """One HParams session per trial in ``<run>/logs`` (its epoch scalars are in
-        ``logs/train`` and ``logs/validation``, where the dashboard finds the metrics)."""
-        logs = self.context.run_dir / "logs"
-        if any(logs.glob("events.out.tfevents.*")):
+        """One HParams session per trial, beside the epoch scalars of the sweep's metric
+        (``logs/validation`` for a ``val_`` metric, else ``logs/train``), where the
+        dashboard finds the session's metrics."""
+        run = Run(self.context.run_dir)
+        if run.info().get("hparams_logged"):
             return  # a resumed trial: written by its first process
+        split = "validation" if self.context.metric.startswith("val_") else "train"
+        logs = self.context.run_dir / "logs" / split
         import tensorflow as tf
         from tensorboard.plugins.hparams import api as hp
 
@@ -63,3 +66,4 @@ class TrialReporter(keras.callbacks.Callback):
         with writer.as_default():
             hp.hparams(values, trial_id=f"{self.context.number:04d}")
         writer.close()
+        run.update(hparams_logged=True)
