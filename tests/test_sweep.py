@@ -5,19 +5,10 @@ resume, two processes on one study (SQLite, PostgreSQL), TensorBoard's HParams e
 from __future__ import annotations
 
 import csv
-import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-import yaml
-
-from tests.conftest import REPO, run_kexp
 
 BASE = """\
 name: dsweep

@@ -15,7 +15,7 @@ import typer
 
 __all__ = ["runs", "duration_text"]
 
-STATUSES = ("completed", "failed", "interrupted", "running", "killed", "unknown")
+STATUSES = ("completed", "failed", "interrupted", "running", "killed", "pruned", "unknown")
 
 
 def runs(
@@ -44,7 +44,7 @@ def runs(
         raise typer.BadParameter(f"expected one of {', '.join(STATUSES)}; received "
                                  f"{status!r}.", param_hint="--status")
     results = [read_result(p) for p in collect_runs([runs_dir], with_unborn=True)]
-    results.sort(key=lambda r: (r.path.name, str(r.path)))  # the stamp: oldest first
+    results.sort(key=lambda r: _order(r.path))  # the stamp: oldest first
     if status is not None:
         results = [r for r in results if r.status == status]
     if last is not None:
@@ -62,7 +62,7 @@ def runs(
     elif not rows:
         typer.echo(f"no runs under {runs_dir}" + (f" with status {status}" if status else ""))
     else:
-        _print_table(rows, sort)
+        _print_table(rows, sort, runs_dir)
 
 
 def _row(result: Any, runs_dir: Path, sort: str | None) -> dict[str, Any]:
@@ -81,7 +81,37 @@ def _row(result: Any, runs_dir: Path, sort: str | None) -> dict[str, Any]:
         "epochs": result.epochs_planned,
         "duration_seconds": result.duration,
         "best": {name: result.best(name) for name in names},
+        "sweep": str(sweep) if (sweep := _sweep_of(result.path)) is not None else None,
     }
+
+
+def _sweep_of(run: Path) -> Path | None:
+    """The sweep directory of a trial's run (``<sweep>/trials/NNNN``), or None."""
+    sweep = run.parent.parent
+    if run.parent.name == "trials" and (sweep / "sweep.json").is_file():
+        return sweep
+    return None
+
+
+def _order(run: Path) -> tuple[str, str]:
+    """Oldest first by the directory's timestamp; a sweep's trials where the sweep began."""
+    sweep = _sweep_of(run)
+    return (sweep.name.removeprefix("sweep-"), str(run)) if sweep else (run.name, str(run))
+
+
+def _sweep_cells(sweep: Path, runs_dir: Path) -> list[str]:
+    """A sweep's row in the table: its status, finished trials, best value of its metric."""
+    try:
+        info = json.loads((sweep / "sweep.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    best = info.get("best") or {}
+    value = ("-" if best.get("value") is None else
+             f"{info.get('metric')} {best['value']:.4g} (trial {best.get('trial')})")
+    total = _text((info.get("sweep") or {}).get("trials"))
+    return [_label(sweep, runs_dir), _when(info.get("started")),
+            f"sweep {info.get('status', '?')}", f"{info.get('finished_trials', 0)}/{total} trials",
+            "-", value]
 
 
 def _label(path: Path, runs_dir: Path) -> str:
@@ -110,7 +140,7 @@ def _row_columns() -> list[str]:
             "duration_seconds"]
 
 
-def _print_table(rows: list[dict[str, Any]], sort: str | None) -> None:
+def _print_table(rows: list[dict[str, Any]], sort: str | None, runs_dir: Path) -> None:
     from rich import box
     from rich.table import Column, Table
 
@@ -123,7 +153,13 @@ def _print_table(rows: list[dict[str, Any]], sort: str | None) -> None:
                   Column("status", **fixed), Column("epochs", **fixed), "best val_loss",
                   Column("best val metric", overflow="fold"), *extra,
                   Column("duration", **fixed), box=box.SIMPLE_HEAD)
+    sweep = None
     for row in rows:
+        if sort is None and row["sweep"] is not None:  # a sweep's row, then its trials
+            if row["sweep"] != sweep:
+                sweep = row["sweep"]
+                table.add_row(*_sweep_cells(Path(sweep), runs_dir), *(["-"] * len(extra)), "-")
+            row = {**row, "run": f"  └ {Path(row['path']).relative_to(sweep)}"}
         done, planned = row["epochs_completed"], row["epochs"]
         epochs = f"{_text(done)}/{_text(planned)}" if done is not None or planned else "-"
         loss = row["best"].get("val_loss")

@@ -17,8 +17,6 @@ Nothing is lost:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -302,18 +300,10 @@ class _Runner:
 
 def best_value(run_dir: Path, metric: str, direction: str) -> float | None:
     """The trial's value: the best ``metric`` over its epochs (history.csv)."""
-    try:
-        text = (run_dir / "history.csv").read_text()
-    except OSError:
-        return None
-    values = []
-    for row in csv.DictReader(io.StringIO(text)):
-        try:
-            value = float(row.get(metric, ""))
-        except ValueError:
-            continue
-        if math.isfinite(value):
-            values.append(value)
+    from kexp.results import read_history
+
+    values = [v for v in read_history(run_dir / "history.csv").get(metric, [])
+              if math.isfinite(v)]
     if not values:
         return None
     return max(values) if direction == "maximize" else min(values)
