@@ -41,6 +41,7 @@ __all__ = [
     "load_run_model",
     "choose_split",
     "evaluate_run",
+    "load_run_splits",
     "record_evaluation",
     "read_inputs",
     "predict_run",
@@ -221,7 +222,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "final", split: str | None = N
     """
     file = checkpoint_file(run_dir, checkpoint)
     cfg = load_run_config(run_dir, _data_sets(data))
-    splits = _load_splits(cfg)
+    splits = load_run_splits(cfg)
     name, chosen = choose_split(splits, split)
     model = load_run_model(file)
     if not getattr(model, "compiled", False):
@@ -252,7 +253,8 @@ def _data_sets(data: Sequence[str]) -> list[str]:
     return sets
 
 
-def _load_splits(cfg: Config) -> Splits:
+def load_run_splits(cfg: Config) -> Splits:
+    """The run's data, seeded as in training (so its validation split is the same)."""
     from kexp._tf import import_tensorflow
     from kexp.training.threads import configure_threads
 

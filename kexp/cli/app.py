@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from kexp.cli import (
     compare,
     evaluate,
+    export,
     list_cmd,
     plot,
     predict,
@@ -85,6 +86,7 @@ app.command("tensorboard")(tensorboard.tensorboard)
 app.command("runs")(runs.runs)
 app.command("compare")(compare.compare)
 app.command("sweep")(sweep.sweep)
+app.command("export")(export.export)
 
 
 def main() -> NoReturn:
