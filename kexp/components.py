@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from kexp.config.schema import Component
-from kexp.errors import ConfigError, Problem
+from kexp.errors import ConfigError, Problem, error_line
 from kexp.registry import Entry, Registry, registry_for_argument
 
 __all__ = ["build", "build_value"]
@@ -74,7 +74,7 @@ def build_value(name: str, args: dict[str, Any], registries: tuple[Registry, ...
     except ConfigError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        message = _first_line(exc)
+        message = error_line(exc)
         arg = _argument_named(message, args)
         path = f"{path}.{arg}" if arg else path
         raise ConfigError(Problem(path, f"{name}: {message}", where)) from None
@@ -121,6 +121,4 @@ def _argument_named(message: str, args: dict[str, Any]) -> str:
     return named[0] if len(named) == 1 else ""
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0] if len(text) > 300 else text
+

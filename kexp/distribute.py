@@ -22,8 +22,9 @@ How the pieces fit (TensorFlow 2.21, Keras 3.15):
 - ``preemption_handler`` makes SIGTERM to any worker save all workers' state at the same step
   and raise ``Preempted`` (exit code ``PREEMPTED_EXIT_CODE``); ``--resume`` restores it.
 
-TensorFlow is imported inside functions: ``kexp validate`` imports this module for
-``check_loop`` and must stay fast.
+TensorFlow is imported inside functions. The rules between ``distribute:`` options and the
+rest of a config (``devices`` with ``mirrored`` only, ``multi_worker`` with the custom loop)
+are config rules, in ``kexp.config.rules``.
 """
 
 from __future__ import annotations
@@ -45,11 +46,8 @@ from typing import IO, Any
 from kexp.errors import ConfigError, KexpError, Problem
 
 __all__ = [
-    "STRATEGIES",
-    "COMMUNICATIONS",
     "PREEMPTED_EXIT_CODE",
     "Preempted",
-    "check_loop",
     "make_strategy",
     "tf_config_for",
     "is_chief",
@@ -65,14 +63,9 @@ __all__ = [
     "preempted_step",
 ]
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
-COMMUNICATIONS = ("auto", "ring", "nccl")
-
 # A pre-empted run is an interrupted run: its state is saved and `kexp train --resume` continues
 # it, exactly what the spec's exit code 130 promises. (TensorFlow's own default is 42.)
 PREEMPTED_EXIT_CODE = 130
-
-KERAS_FIT_ISSUE = "https://github.com/keras-team/keras/issues/20585"
 
 
 class Preempted(KexpError):
@@ -87,35 +80,6 @@ class Preempted(KexpError):
 
     def __init__(self, message: str = "pre-empted: state saved; rerun with --resume"):
         super().__init__(message)
-
-
-# --------------------------------------------------------------------------- config checks
-
-
-def check_loop(strategy: str, loop: str) -> None:
-    """Reject a training loop that cannot run under a strategy. No TensorFlow import.
-
-    Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585,
-    reproduced with Keras 3.15.1 / TF 2.21), so ``multi_worker`` needs the custom loop.
-
-    Example:
-        ```yaml
-        distribute: {strategy: multi_worker}
-        train: {loop: custom}     # loop: fit is a config error
-        ```
-
-    Raises:
-        ConfigError: on ``multi_worker`` with ``loop: fit``.
-    """
-    if strategy == "multi_worker" and loop == "fit":
-        raise ConfigError(
-            Problem(
-                "train.loop",
-                "distribute.strategy: multi_worker needs the custom training loop; Keras's "
-                f"model.fit fails under MultiWorkerMirroredStrategy ({KERAS_FIT_ISSUE}). "
-                "Received: loop=fit. Expected: loop=custom.",
-            )
-        )
 
 
 # --------------------------------------------------------------------------- strategies
@@ -148,10 +112,9 @@ def make_strategy(
         The strategy.
 
     Raises:
-        ConfigError: an unknown name, an option the strategy does not take, a device that does
-            not exist.
+        ConfigError: a device that does not exist on this machine. (The options themselves
+            were checked with the config: ``kexp.config.rules``.)
     """
-    _check_strategy_args(strategy, devices, communication)
     import tensorflow as tf
 
     if strategy == "default":
@@ -161,33 +124,6 @@ def make_strategy(
             _ensure_devices(devices)
         return tf.distribute.MirroredStrategy(devices or None)
     return _multi_worker_strategy(communication)
-
-
-def _check_strategy_args(strategy: str, devices: list[str] | None, communication: str) -> None:
-    problems = []
-    if strategy not in STRATEGIES:
-        problems.append(
-            Problem("distribute.strategy", f"expected one of {', '.join(STRATEGIES)}. "
-                    f"Received: {strategy!r}.")
-        )
-    if communication not in COMMUNICATIONS:
-        problems.append(
-            Problem("distribute.communication", f"expected one of {', '.join(COMMUNICATIONS)}. "
-                    f"Received: {communication!r}.")
-        )
-    if devices and strategy != "mirrored":
-        problems.append(
-            Problem("distribute.devices", f"only the mirrored strategy takes devices. "
-                    f"Received: strategy={strategy!r}, devices={devices!r}.")
-        )
-    if communication != "auto" and strategy != "multi_worker":
-        problems.append(
-            Problem("distribute.communication", f"only the multi_worker strategy takes "
-                    f"communication. Received: strategy={strategy!r}, "
-                    f"communication={communication!r}.")
-        )
-    if problems:
-        raise ConfigError(problems)
 
 
 def _ensure_devices(devices: list[str]) -> None:

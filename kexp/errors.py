@@ -6,9 +6,10 @@ exit code 1, in one place (``kexp.cli.app``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-__all__ = ["KexpError", "Problem", "ConfigError", "DataError", "TrainingError"]
+__all__ = ["KexpError", "Problem", "ConfigError", "DataError", "TrainingError", "error_line"]
 
 
 class KexpError(Exception):
@@ -65,3 +66,15 @@ class TrainingError(KexpError):
     """A failure only detectable while training (a NaN loss, ...): the run is marked failed."""
 
     exit_code = 1
+
+
+def error_line(exc: BaseException) -> str:
+    """The line of an exception's message that says what is wrong, for a one-line report.
+
+    Keras wraps a layer's complaint in "Exception encountered when calling X.call()" and bold
+    terminal codes; those are dropped. The exception's type name when the message is empty.
+    """
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines
+             if line and not line.startswith("Exception encountered when calling")]
+    return lines[0] if lines else type(exc).__name__

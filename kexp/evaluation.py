@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kexp.data.checks import shapes_compatible
-from kexp.errors import ConfigError, DataError, Problem
+from kexp.errors import ConfigError, DataError, Problem, error_line
 from kexp.runs import atomic_write, now, read_run_plugins, resolve_run_dir
 
 if TYPE_CHECKING:
@@ -148,17 +148,12 @@ def load_run_model(file: Path, compile: bool = True) -> Any:
                 "models are loaded in Keras's safe mode, since running a saved function can "
                 "execute anything. Replace the Lambda with a layer registered by a plugin."
             ) from None
-        raise DataError(f"{file}: cannot load the model ({_first_line(exc)}).") from None
+        raise DataError(f"{file}: cannot load the model ({error_line(exc)}).") from None
     except (TypeError, OSError, KeyError) as exc:
         raise DataError(
-            f"{file}: cannot load the model ({_first_line(exc)}). A custom class must be "
+            f"{file}: cannot load the model ({error_line(exc)}). A custom class must be "
             "registered by a plugin named in the run's config (plugins:)."
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -72,6 +72,7 @@ class Entry:
     ``params`` lists the accepted keyword names, ``required`` those without a default;
     ``open_kwargs`` is true when anything else is accepted too. ``identifier`` marks a Keras
     string identifier (``"accuracy"``) that is handed to Keras as the string itself.
+    ``check`` is the component's own rule between its arguments (see ``Registry.register``).
     """
 
     name: str
@@ -83,6 +84,8 @@ class Entry:
     identifier: bool = False
     obj: Any = None  # the registered object; None for Keras entries until loaded
     kinds: dict[str, str] = field(default_factory=dict, compare=False)
+    check: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = field(
+        default=None, compare=False)
 
     def load(self) -> Any:
         """The object behind the entry (imports Keras for Keras entries)."""
@@ -99,11 +102,17 @@ class Registry:
     keras_kind: str | None = None  # the key of this kind in the Keras catalog
     _entries: dict[str, Entry] = field(default_factory=dict)
 
-    def register(self, name: str | Callable | None = None) -> Callable:
+    def register(self, name: str | Callable | None = None, *,
+                 check: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
+                 ) -> Callable:
         """Decorator registering a class or function under its own name or ``name``.
 
         Usable bare (``@LAYERS.register``) or called (``@LAYERS.register("my_dense")``).
-        Registering a taken name is an error naming the first owner.
+        Registering a taken name is an error naming the first owner. ``check(args)`` is the
+        component's own rule between its arguments, run by the config check (``kexp
+        validate``) on the arguments a config gives, before anything is built: it returns
+        ``(argument, message)`` pairs, ``""`` for the component as a whole. It must not import
+        TensorFlow.
         """
         if callable(name):
             return self.register()(name)
@@ -111,20 +120,15 @@ class Registry:
         def decorator(obj: Any) -> Any:
             key = name or obj.__name__
             owner = getattr(obj, "__module__", "?")
-            if key in self._entries:
-                first = self._entries[key]
-                if first.owner == owner and getattr(first.obj, "__qualname__", None) == getattr(
-                    obj, "__qualname__", None
-                ):  # the same plugin imported again (a second config in one process)
-                    self._entries[key] = _entry_from_object(key, obj, first.origin, owner)
-                    _register_with_keras_serialization(obj)
-                    return obj
+            if key in self._entries and not _same_object(self._entries[key], obj, owner):
                 raise ValueError(
-                    f"{self.kind} {key!r} is already registered by {first.owner}; "
+                    f"{self.kind} {key!r} is already registered by {self._entries[key].owner}; "
                     f"{owner} cannot register it again. Register it under another name."
                 )
-            origin = "kexp" if owner.startswith("kexp.") else "plugin"
-            self._entries[key] = _entry_from_object(key, obj, origin, owner)
+            # the same plugin imported again (a second config in one process) replaces itself
+            origin = self._entries[key].origin if key in self._entries else (
+                "kexp" if owner.startswith("kexp.") else "plugin")
+            self._entries[key] = _entry_from_object(key, obj, origin, owner, check)
             _register_with_keras_serialization(obj)
             return obj
 
@@ -226,10 +230,17 @@ def registry_for_argument(arg: str) -> Registry | None:
     }.get(arg)
 
 
-def _entry_from_object(name: str, obj: Any, origin: str, owner: str) -> Entry:
+def _entry_from_object(name: str, obj: Any, origin: str, owner: str,
+                       check: Callable | None = None) -> Entry:
     params, required, open_kwargs = signature_of(obj)
     return Entry(name, origin, owner, params, required, open_kwargs, obj=obj,
-                 kinds=value_kinds(obj))
+                 kinds=value_kinds(obj), check=check)
+
+
+def _same_object(entry: Entry, obj: Any, owner: str) -> bool:
+    """True for a plugin's class or function registered again by the same module."""
+    return entry.owner == owner and getattr(entry.obj, "__qualname__", None) == getattr(
+        obj, "__qualname__", None)
 
 
 # Required Keras arguments (no default to learn the type from) that take a count.
@@ -238,14 +249,17 @@ _COUNTS = ("units", "filters", "num_heads", "key_dim", "output_dim", "input_dim"
 
 def value_kinds(obj: Any) -> dict[str, str]:
     """What kind of value each argument takes, where its default tells (``"number"``,
-    ``"bool"``) or it is a well-known count (``"count"``: a positive integer). Used to reject
-    ``units: abc`` or ``use_bias: maybe`` before anything is built."""
+    ``"bool"``), it is a well-known count (``"count"``: a positive integer) or a name
+    (``"string"``). Used to reject ``units: abc`` or ``use_bias: maybe`` before anything is
+    built."""
     kinds: dict[str, str] = {}
     for _, parameters in _reached_signatures(obj)[0]:
         for p in parameters:
             if p.name in kinds:
                 continue
-            if p.name in _COUNTS and p.default is p.empty:
+            if p.name == "name":
+                kinds[p.name] = "string"  # a Keras object's name
+            elif p.name in _COUNTS and p.default is p.empty:
                 kinds[p.name] = "count"
             elif isinstance(p.default, bool):
                 kinds[p.name] = "bool"

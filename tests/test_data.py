@@ -18,7 +18,7 @@ import pytest
 from kexp.data import datasets, keras_datasets
 from kexp.data.checks import check_against_model, input_spec
 from kexp.data.splits import Split, Splits, assemble
-from kexp.errors import ConfigError, DataError
+from kexp.errors import DataError
 from kexp.registry import DATASETS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
@@ -390,8 +390,6 @@ def test_imdb_multi_hot_and_sequences(imdb_npz):
     seqs = datasets.imdb(path=str(imdb_npz), num_words=None, mode="sequences", maxlen=3)
     assert seqs.train.x.tolist() == [[4, 8, 9003], [0, 1, 5]]
     assert seqs.test.y.tolist() == [1]
-    with pytest.raises(ConfigError, match="mode"):
-        datasets.imdb(path=str(imdb_npz), mode="bag")
 
 
 # --------------------------------------------------------------------------- assemble
@@ -422,8 +420,6 @@ def test_validation_and_test_datasets_and_a_kept_test_split():
     other = Splits(train=Split(np.zeros((1, 1)), None, "t"), test=Split(np.zeros((3, 1)), None,
                                                                          "mnist test"))
     assert assemble(main, test=other).test.source == "mnist test"
-    with pytest.raises(ConfigError, match="not both"):
-        assemble(main, validation=val, validation_split=0.5)
     with pytest.raises(DataError, match="leaves no validation samples"):
         assemble(numbered(3), validation_split=0.1)
 

@@ -96,39 +96,8 @@ def test_malformed_tf_config_is_a_config_error(monkeypatch):
 # --------------------------------------------------------------------------- config checks
 
 
-def test_multi_worker_with_fit_names_the_keras_issue_and_the_custom_loop():
-    with pytest.raises(ConfigError) as info:
-        distribute.check_loop("multi_worker", "fit")
-
-    message = str(info.value)
-    assert "train.loop" in message
-    assert "keras-team/keras/issues/20585" in message
-    assert "loop=custom" in message
-
-
-@pytest.mark.parametrize(
-    ("strategy", "loop"),
-    [("multi_worker", "custom"), ("mirrored", "fit"), ("mirrored", "custom"), ("default", "fit")],
-)
-def test_other_strategy_and_loop_pairs_are_fine(strategy, loop):
-    distribute.check_loop(strategy, loop)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "where"),
-    [
-        ({"strategy": "tpu"}, "distribute.strategy"),
-        ({"strategy": "default", "devices": ["/cpu:0"]}, "distribute.devices"),
-        ({"strategy": "multi_worker", "devices": ["/cpu:0"]}, "distribute.devices"),
-        ({"strategy": "mirrored", "communication": "ring"}, "distribute.communication"),
-        ({"strategy": "multi_worker", "communication": "gloo"}, "distribute.communication"),
-    ],
-)
-def test_make_strategy_rejects_options_before_starting_tensorflow(kwargs, where):
-    with pytest.raises(ConfigError) as info:
-        distribute.make_strategy(**kwargs)
-
-    assert where in str(info.value)
+# The rules between distribute: options and the rest of the config are config rules
+# (kexp.config.rules), tested through kexp train and kexp validate in tests/test_bad_input.py.
 
 
 def test_mirrored_devices_must_exist():

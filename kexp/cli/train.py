@@ -14,7 +14,6 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -172,16 +171,7 @@ def _check_multi_worker(config: Path | None, resume: Path | None, sets: list[str
             "--workers, --worker-index and --local-workers need the multi_worker strategy. "
             f"Received: strategy={cfg.distribute.strategy!r}. Expected: multi_worker (e.g. "
             "--set distribute.strategy=multi_worker --set train.loop=custom).",
-            _where(cfg, "distribute.strategy")))
-
-
-def _where(cfg: Any, path: str) -> str:
-    from kexp.config.load import parse_path
-
-    try:
-        return (cfg.sources.where(parse_path(path)) or "") if cfg.sources is not None else ""
-    except ValueError:
-        return ""
+            cfg.where("distribute.strategy")))
 
 
 def _launch(n: int, config: Path | None, sets: list[str], plugins: list[str],

@@ -7,6 +7,7 @@ from typing import Any
 
 from kexp.config.errors import closest, describe_value
 from kexp.config.load import format_path, parse_path
+from kexp.config.rules import rule_problems
 from kexp.config.schema import DATA_OPTIONS, Component, Config, ModelSpec
 from kexp.errors import Problem
 from kexp.models.base import BaseError, describe_base
@@ -65,14 +66,7 @@ def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]
     if "train" in sections:
         for callback in cfg.train.callbacks:
             problems += check_component(callback, (CALLBACKS,))
-    if {"train", "distribute"} <= sections and cfg.distribute.strategy == "multi_worker" \
-            and cfg.train.loop == "fit":
-        problems.append(Problem(
-            "train.loop",
-            "multi_worker training needs `train.loop: custom`: Keras 3's model.fit fails under "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585, 'Attempt to convert a value "
-            "(PerReplica...)'); kexp's custom loop runs it with strategy.run",
-        ))
+    problems += rule_problems(cfg, sections)
     return [_locate(p, cfg) for p in problems]
 
 
@@ -110,13 +104,9 @@ def _check_weight_count(loss: Any, weights: Any) -> list[Problem]:
 
 
 def _locate(problem: Problem, cfg: Config) -> Problem:
-    if problem.where or cfg.sources is None:
+    if problem.where:
         return problem
-    try:
-        where = cfg.sources.where(parse_path(problem.path))
-    except ValueError:
-        where = ""
-    return Problem(problem.path, problem.message, where, problem.suggestion)
+    return Problem(problem.path, problem.message, cfg.where(problem.path), problem.suggestion)
 
 
 def check_component(comp: Component, registries: tuple[Registry, ...],
@@ -161,6 +151,9 @@ def _check_args(entry: Entry, args: dict[str, Any], path: str) -> list[Problem]:
     for required in entry.required:
         if required not in args:
             problems.append(Problem(path, f"{entry.name} needs the argument {required!r}"))
+    if entry.check is not None and not problems:
+        problems += [Problem(f"{path}.{arg}" if arg and path else arg or path,
+                             f"{entry.name}: {message}") for arg, message in entry.check(args)]
     return problems
 
 
@@ -176,6 +169,8 @@ def _check_kind(entry: Entry, arg: str, value: Any, path: str) -> list[Problem]:
         expected = "a number"
     elif kind == "bool" and not isinstance(value, bool):
         expected = "true or false"
+    elif kind == "string" and not isinstance(value, str):
+        expected = "a string"
     else:
         return []
     return [Problem(path, f"{entry.name}'s {arg!r} expects {expected}; "

@@ -388,6 +388,17 @@ class Config(Section):
         """The ``SourceMap`` of the loaded YAML (where each value came from)."""
         return self._sources
 
+    def where(self, path: str) -> str:
+        """Where the value at config path ``path`` (``compile.steps_per_execution``) was
+        written: ``file:line:col``, the ``--set`` that gave it, or its closest ancestor's
+        place; '' when unknown."""
+        if self._sources is None:
+            return ""
+        try:
+            return self._sources.where(parse_path(path)) or ""
+        except ValueError:
+            return ""
+
     def run_name(self) -> str:
         """``name:``, else the config file's stem."""
         return self.name or (self._file.stem if self._file else "run")

@@ -163,7 +163,20 @@ def cifar10(*, path: str | None = None, flatten: bool = False, normalize: bool =
     return _image_dataset("cifar10", path, flatten, normalize)
 
 
-@DATASETS.register("imdb")
+def _check_imdb(args: dict[str, Any]) -> list[tuple[str, str]]:
+    """``mode`` is multi_hot or sequences; multi_hot needs ``num_words`` and takes no
+    ``maxlen``."""
+    mode = args.get("mode", "multi_hot")
+    if mode not in ("multi_hot", "sequences"):
+        return [("mode", f"expected multi_hot or sequences; received {mode!r}")]
+    if mode == "multi_hot" and (args.get("num_words", 10000) is None or
+                                args.get("maxlen") is not None):
+        return [("mode", "`mode: multi_hot` needs `num_words` (the vector size) and takes no "
+                 "`maxlen`; use `mode: sequences` for padded sequences")]
+    return []
+
+
+@DATASETS.register("imdb", check=_check_imdb)
 def imdb(
     *,
     path: str | None = None,

@@ -29,7 +29,7 @@ import numpy as np
 
 from kexp.data.files import display_path
 from kexp.data.splits import Split, Splits
-from kexp.errors import ConfigError, DataError
+from kexp.errors import DataError
 
 __all__ = ["DOWNLOAD_TIMEOUT", "KERAS_DATASETS", "load_keras_dataset", "keras_home"]
 
@@ -131,12 +131,8 @@ def imdb_to_splits(data, *, num_words: int | None, maxlen: int | None, mode: str
                    source: str) -> Splits:
     """IMDB reviews encoded as Keras's ``imdb.load_data()`` encodes them (1 marks the start,
     2 a word outside the ``num_words`` most frequent, words from index 3), then as multi-hot
-    vectors or padded sequences."""
-    if mode not in ("multi_hot", "sequences"):
-        raise ConfigError(f"imdb: `mode` must be multi_hot or sequences; received {mode!r}.")
-    if mode == "multi_hot" and (num_words is None or maxlen is not None):
-        raise ConfigError("imdb: `mode: multi_hot` needs `num_words` (the vector size) and "
-                          "takes no `maxlen`; use `mode: sequences` for padded sequences.")
+    vectors or padded sequences. (The config check refuses another ``mode``, and
+    ``multi_hot`` without ``num_words`` or with ``maxlen``.)"""
     (x_train, y_train), (x_test, y_test) = data
     encode = _multi_hot if mode == "multi_hot" else _pad_sequences
     if mode == "sequences" and maxlen is None:

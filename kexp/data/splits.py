@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Union
 
-from kexp.errors import ConfigError, DataError
+from kexp.errors import DataError
 
 if TYPE_CHECKING:  # NumPy is imported lazily: built-in dataset modules import this one
     import numpy as np
@@ -93,15 +93,12 @@ def assemble(
            validation: {type: npz, path: val.npz, features: x, targets: y}}
     ```
 
+    The config check refuses ``validation:`` together with ``validation_split:``, and a
+    fraction outside (0, 1); ``validation:`` wins if both reach here.
+
     Raises:
-        ConfigError: both ``validation`` and ``validation_split`` are given.
         DataError: the split leaves train or validation empty.
     """
-    if validation is not None and validation_split:
-        raise ConfigError(
-            "data: give either `validation:` (a dataset) or `validation_split:` (a fraction "
-            "of train), not both."
-        )
     result = replace(train)
     if validation is not None:
         result.validation = validation.validation or validation.train
@@ -114,11 +111,6 @@ def assemble(
 
 def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     n = len(split)
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(
-            f"data.validation_split: expected a fraction between 0 and 1 (exclusive); "
-            f"received {fraction!r}."
-        )
     import numpy as np
 
     n_val = int(round(n * fraction))

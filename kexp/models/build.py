@@ -8,13 +8,12 @@ with its keyword arguments.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from kexp.components import build
 from kexp.config.schema import ModelSpec
-from kexp.errors import ConfigError, Problem
+from kexp.errors import ConfigError, Problem, error_line
 from kexp.models.applications import application_info, apply_freezing, build_application
 from kexp.models.base import BaseError, describe_base, load_base
 from kexp.models.graph import plan_graph
@@ -172,16 +171,7 @@ def _call(fn: Any, path: str, where: str, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(Problem(path, _keras_message(exc), where)) from None
-
-
-def _keras_message(exc: Exception) -> str:
-    """The line of a Keras error that says what is wrong: a layer's complaint comes wrapped
-    in "Exception encountered when calling X.call()" and bold terminal codes."""
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
-    lines = [line for line in lines
-             if line and not line.startswith("Exception encountered when calling")]
-    return lines[0] if lines else type(exc).__name__
+        raise ConfigError(Problem(path, error_line(exc), where)) from None
 
 
 def adapt_layers(model: Any, adaptations: list[Adaptation], features: Any) -> None:

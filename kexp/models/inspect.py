@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp.config.schema import Config
-from kexp.errors import ConfigError, KexpError, Problem
+from kexp.errors import ConfigError, KexpError, Problem, error_line
 
 __all__ = ["built_model", "summary_text", "plot_model"]
 
@@ -53,7 +53,7 @@ def _build_on_dummy_batch(model: Any, shapes: Any, where: str) -> None:
         model(batch, training=False)
     except Exception as exc:  # the model's own call failed on data of the config's shape
         raise ConfigError(Problem("model", "calling the model on a batch shaped like the data "
-                                  f"failed: {str(exc).splitlines()[0]}", where)) from None
+                                  f"failed: {error_line(exc)}", where)) from None
 
 
 def summary_text(model: Any) -> str:

@@ -48,7 +48,7 @@ from typing import Any
 import yaml
 
 from kexp.config.schema import Config
-from kexp.errors import ConfigError, Problem, TrainingError
+from kexp.errors import ConfigError, Problem, TrainingError, error_line
 from kexp.runs import Run, now, versions
 
 __all__ = ["train", "resume", "TrainOptions", "config_hash"]
@@ -180,14 +180,6 @@ def _start_strategy(cfg: Config) -> Any:
     spec = cfg.distribute
     if spec.strategy == "default":
         return None
-    spe = cfg.compile.steps_per_execution
-    if cfg.train.loop == "fit" and spe != "auto" and spe > 1:
-        raise ConfigError(Problem(
-            "compile.steps_per_execution",
-            f"Keras 3.15's model.fit fails under a distribution strategy with more than one "
-            f"step per execution. Received: {spe} with distribute.strategy: {spec.strategy}. "
-            "Expected: 1 or auto, or train.loop: custom.",
-            _where(cfg, "compile.steps_per_execution")))
     from kexp import distribute
 
     strategy = distribute.make_strategy(spec.strategy, spec.devices, spec.communication)
@@ -197,16 +189,6 @@ def _start_strategy(cfg: Config) -> Any:
         print(f"worker {index} of {count}{role}, {strategy.num_replicas_in_sync} replicas",
               file=sys.stderr, flush=True)
     return strategy
-
-
-def _where(cfg: Config, path: str) -> str:
-    """``file:line:col`` of a config path ('' when unknown)."""
-    from kexp.config.load import parse_path
-
-    try:
-        return (cfg.sources.where(parse_path(path)) or "") if cfg.sources is not None else ""
-    except ValueError:
-        return ""
 
 
 def _scope(strategy: Any) -> Any:
@@ -527,12 +509,10 @@ def _ensure_built(cfg: Config, model: Any, split: Any) -> None:
     try:
         model(first.x, training=False)
     except (TypeError, ValueError) as exc:
-        text = str(exc).strip().splitlines()
         node = _node_named_in(str(exc), cfg, model)
         raise ConfigError(Problem(
             node.path if node else "model",
-            f"building the model on the first batch of data failed: "
-            f"{text[0] if text else type(exc).__name__}",
+            f"building the model on the first batch of data failed: {error_line(exc)}",
             node.where if node else cfg.model.where)) from None
 
 
@@ -570,7 +550,7 @@ def _fit(cfg: Config, run: Run, model: Any, job: _Job) -> None:
                    duration_seconds=round(time.perf_counter() - started, 3))
         raise
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        reason = f"{type(exc).__name__}: {error_line(exc) if str(exc).strip() else ''}"
         run.update(status="failed", ended=now(), reason=reason,
                    duration_seconds=round(time.perf_counter() - started, 3))
         raise TrainingError(f"training failed: {reason}\nrun: {run.path}") from exc
