@@ -458,24 +458,37 @@ def _mismatch(file: Path, inputs: list[_Input], given: dict[str, tuple | None],
             "Shapes are per sample; npz arrays and csv columns are matched by name.")
 
 
-def predict_run(run_dir: Path, input_file: Path,
+def predict_run(run_dir: Path, input_file: Path | Arrays,
                 checkpoint: str = "final") -> dict[str, np.ndarray]:
-    """Predictions of a run's model for the features in ``input_file``, one array per model
-    output (``{"priority": (n, 1), "department": (n, 4)}``); a single-output model gives
+    """Predictions of a run's model for the features in ``input_file`` (or for arrays: one
+    array, or ``{input name: array}``), one array per model output
+    (``{"priority": (n, 1), "department": (n, 4)}``); a single-output model gives
     ``{"predictions": ...}``.
 
     Raises:
-        ConfigError, DataError: a run, checkpoint or input file that cannot be used.
+        ConfigError, DataError: a run, checkpoint or input that cannot be used.
     """
     file = checkpoint_file(run_dir, checkpoint)
     cfg = load_run_config(run_dir)
     model = load_run_model(file, compile=False)
-    x = read_inputs(input_file, model, cfg)
+    if isinstance(input_file, (str, Path)):
+        x, source = read_inputs(input_file, model, cfg), str(input_file)
+    else:
+        x, source = _given_arrays(input_file, model), "the arrays given"
     from kexp.data.pipeline import eval_dataset
     from kexp.data.splits import Split
 
-    dataset = eval_dataset(Split(x, None, str(input_file)), batch_size=cfg.data.batch_size)
+    dataset = eval_dataset(Split(x, None, source), batch_size=cfg.data.batch_size)
     return _named_outputs(model, model.predict(dataset, verbose=0))
+
+
+def _given_arrays(x: Arrays, model: Any) -> Arrays:
+    """Arrays handed to ``predict_run`` directly, checked against the model's inputs."""
+    import numpy as np
+
+    x = {k: np.asarray(v) for k, v in x.items()} if isinstance(x, dict) else np.asarray(x)
+    inputs = _model_inputs(model)
+    return x if inputs is None else _match_inputs(x, inputs, Path("<arrays>"), "the array")
 
 
 def _named_outputs(model: Any, raw: Any) -> dict[str, np.ndarray]:
