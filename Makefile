@@ -1,13 +1,14 @@
 # kexp — the two commands of the README, plus a few more.
 #   make train   create .venv if missing, install kexp, train configs/digits_mlp.yaml
 #   make test    create .venv if missing, install kexp with test extras, run the tests
+#   make fuzz    5,000 Hypothesis examples of hostile and mutated configs (tests/test_fuzz_config.py)
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/digits_mlp.yaml
 
-.PHONY: train test smoke bench lint catalog clean
+.PHONY: train test smoke bench fuzz lint catalog clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,10 @@ test: $(VENV)/.installed-test
 
 smoke: $(VENV)/.installed
 	$(BIN)/python -m kexp.tools.smoke configs
+
+fuzz: $(VENV)/.installed-test
+	KEXP_FUZZ_EXAMPLES=2500 KEXP_FUZZ_DEADLINE=2 $(BIN)/python -m pytest -q \
+		tests/test_fuzz_config.py -k "random_yaml or mutated"
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py

@@ -14,7 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kexp.config.check import check_config
 from kexp.config.errors import problems_from_validation
-from kexp.config.load import Loaded, SourceMap, apply_sets, format_path, load_merged
+from kexp.config.load import Loaded, SourceMap, format_path, load_resolved
 from kexp.config.schema import Component, Config
 from kexp.errors import ConfigError, Problem
 from kexp.plugins import PluginError, import_plugin
@@ -36,14 +36,7 @@ def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
     Raises:
         ConfigError: with every problem found, each located in the YAML.
     """
-    loaded = load_merged(Path(path))
-    apply_sets(loaded, sets)
-    if plugins:
-        listed = loaded.data.setdefault("plugins", [])
-        if isinstance(listed, list):
-            for plugin in plugins:
-                loaded.sources.marks[("plugins", len(listed))] = f"--plugin {plugin}"
-                listed.append(str(Path(plugin).resolve()) if plugin.endswith(".py") else plugin)
+    loaded = load_resolved(path, sets, plugins)
     _import_plugins(loaded)
     no_data = [] if model_only else _data_required(loaded)
     try:

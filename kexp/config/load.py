@@ -9,7 +9,9 @@ config path, so later errors can point at the line a user has to change.
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,8 @@ import yaml
 
 from kexp.errors import ConfigError, Problem
 
-__all__ = ["SourceMap", "Loaded", "load_yaml", "load_merged", "apply_sets", "format_path",
-           "parse_path"]
+__all__ = ["SourceMap", "Loaded", "load_yaml", "load_merged", "load_resolved", "apply_sets",
+           "format_path", "parse_path", "special_file"]
 
 PathT = tuple[str | int, ...]
 
@@ -34,12 +36,43 @@ _FLOAT = re.compile(
 _INT = re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$")
 _SAFE_TAGS = {
     "tag:yaml.org,2002:" + t
-    for t in ("map", "seq", "str", "int", "float", "bool", "null", "merge")
+    for t in ("map", "seq", "str", "int", "float", "bool", "null", "merge", "timestamp")
 }
 
 
+# Bounds on what a config file may make kexp do (README, "Limits"). No real config comes near
+# them; a hostile one (a "billion laughs" of aliases, 5,000 nested brackets, `extends:
+# /dev/zero`) is refused at once with the file and line instead of hanging or crashing.
+MAX_FILE_BYTES = 2 * 1024 * 1024    # one YAML file
+MAX_DEPTH = 64                      # nesting of mappings and lists, aliases included
+MAX_ALIAS_NODES = 10_000            # values reached again through aliases, in total
+MAX_EXTENDS_DEPTH = 16              # files in one `extends:` chain
+MAX_EXTENDS_FILES = 64              # files read for one config, `extends:` lists included
+
+_MERGE = "tag:yaml.org,2002:merge"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats."""
+    """SafeLoader with YAML 1.2 floats that refuses to compose nodes nested too deeply
+    (PyYAML's composer recurses once per level: 5,000 brackets end in a RecursionError)."""
+
+    def __init__(self, stream: str, name: str):
+        super().__init__(stream)
+        self._name = name
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(Problem(
+                    "", f"the YAML is nested more than {MAX_DEPTH} levels deep",
+                    f"{self._name}:{mark.line + 1}:{mark.column + 1}"))
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
@@ -107,26 +140,66 @@ def parse_path(text: str) -> PathT:
     return tuple(parts)
 
 
+def special_file(path: str | Path) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a directory (``"a
+    character device"``, ``"a FIFO (named pipe)"``, ...), else None. Such a file is refused
+    before it is opened: reading ``/dev/zero`` or a FIFO never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, what in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
 def load_yaml(path: Path) -> tuple[Any, SourceMap]:
     """Parse one YAML file safely, keeping the ``file:line:col`` of every value."""
+    return parse_yaml(_read_config_file(path), str(path))
+
+
+def _read_config_file(path: Path) -> str:
+    """The text of a config file: a regular file of at most ``MAX_FILE_BYTES``."""
+    what = special_file(path)
+    if what is not None:
+        raise ConfigError(Problem("", f"config file {path} is {what}, not a regular file"))
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NONBLOCK: a FIFO swapped in after the check above cannot block the open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ConfigError(Problem("", f"config file {path} does not exist")) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(Problem("", f"cannot read config file {path}: {exc}")) from None
-    return parse_yaml(text, str(path))
+    with os.fdopen(fd, "rb") as file:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(Problem("", f"config file {path} is not a regular file"))
+            raw = file.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(Problem("", f"cannot read config file {path}: {exc}")) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(Problem(
+            "", f"config file {path} is larger than {MAX_FILE_BYTES // 2**20} MB; a config "
+            "describes an experiment: keep data in data files", str(path)))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(Problem("", f"cannot read config file {path}: {exc}")) from None
 
 
 def parse_yaml(text: str, name: str) -> tuple[Any, SourceMap]:
     """Parse YAML text; ``name`` is the file name used in messages."""
-    loader = _Loader(text)
+    loader = _Loader(text, name)
     sources = SourceMap()
     try:
         node = loader.get_single_node()
         if node is None:
             return None, sources
-        value = _construct(loader, node, (), name, sources)
+        value = _Builder(loader, name, sources).build(node, ())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
@@ -134,6 +207,8 @@ def parse_yaml(text: str, name: str) -> tuple[Any, SourceMap]:
         if "\t" in text and "tab" in problem.lower() or "found character '\\t'" in problem:
             problem += " (YAML does not allow tabs for indentation; use spaces)"
         raise ConfigError(Problem("", f"invalid YAML: {problem}", where)) from None
+    except yaml.YAMLError as exc:  # a reader error (a control character, ...) has no mark
+        raise ConfigError(Problem("", f"invalid YAML: {exc}", name)) from None
     finally:
         loader.dispose()
     return value, sources
@@ -143,43 +218,146 @@ def _mark(name: str, node: yaml.Node) -> str:
     return f"{name}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
 
 
-def _construct(loader: _Loader, node: yaml.Node, path: PathT, name: str,
-               sources: SourceMap) -> Any:
-    sources.marks.setdefault(path, _mark(name, node))
-    if node.tag not in _SAFE_TAGS:
-        raise ConfigError(Problem(
-            format_path(path),
-            f"the YAML tag {node.tag!r} is not allowed: kexp configs are plain data and cannot "
-            "construct Python objects (name a plugin in `plugins:` to add code)",
-            _mark(name, node),
-        ))
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)
+class _Builder:
+    """Python values from a composed YAML node graph, recording every value's mark.
+
+    Aliases are expanded (a config is a tree), and every node reached a second time counts
+    against ``MAX_ALIAS_NODES``: a "billion laughs" is refused after ten thousand steps
+    instead of being expanded into billions of values.
+    """
+
+    def __init__(self, loader: _Loader, name: str, sources: SourceMap):
+        self.loader, self.name, self.sources = loader, name, sources
+        self.seen: set[int] = set()
+        self.again = 0
+
+    def refuse(self, path: PathT, message: str, node: yaml.Node) -> ConfigError:
+        return ConfigError(Problem(format_path(path), message, _mark(self.name, node)))
+
+    def build(self, node: yaml.Node, path: PathT) -> Any:
+        if id(node) in self.seen:
+            self.again += 1
+            if self.again > MAX_ALIAS_NODES:
+                raise self.refuse(path, f"aliases expand to more than {MAX_ALIAS_NODES:,} "
+                                  "values (an alias bomb?)", node)
+        else:
+            self.seen.add(id(node))
+        if len(path) > MAX_DEPTH:
+            raise self.refuse((), f"the YAML is nested more than {MAX_DEPTH} levels deep "
+                              "(through aliases)", node)
+        self.sources.marks.setdefault(path, _mark(self.name, node))
+        if node.tag not in _SAFE_TAGS:
+            raise self.refuse(
+                path, f"the YAML tag {node.tag!r} is not allowed: kexp configs are plain data "
+                "and cannot construct Python objects (name a plugin in `plugins:` to add code)",
+                node)
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self.scalar(node, path)
+
+    def scalar(self, node: yaml.Node, path: PathT) -> Any:
+        if node.tag == _TIMESTAMP:  # a date is text to kexp (a name, a tag), not an object
+            return node.value
+        try:
+            value = self.loader.construct_object(node, deep=True)
+            if isinstance(value, str):
+                value.encode("utf-8")  # "\ud800" escapes a lone surrogate: not text
+            return value
+        except (ValueError, OverflowError) as exc:  # '._', an int of 5,000 digits
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            raise self.refuse(path, f"cannot read {shown!r} ({exc})", node) from None
+
+    def key(self, node: yaml.Node, path: PathT) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            kind = "mapping" if isinstance(node, yaml.MappingNode) else "list"
+            raise self.refuse(path, f"a key must be a name, received a {kind}", node)
+        if node.tag not in _SAFE_TAGS or node.tag == _MERGE:
+            raise self.refuse(path, f"the YAML tag {node.tag!r} is not allowed on a key", node)
+        key = self.scalar(node, path)
+        return key if isinstance(key, str) else str(key)
+
+    def mapping(self, node: yaml.MappingNode, path: PathT) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        merged: set[str] = set()
+        pairs = []
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                key = str(key)
+            if key_node.tag == _MERGE:  # `<<: *defaults`: keys this mapping lacks
+                self.merge(out, merged, value_node, path)
+            else:
+                pairs.append((key_node, value_node))
+        for key_node, value_node in pairs:
+            key = self.key(key_node, path)
             child = (*path, key)
-            if key in out:
-                raise ConfigError(Problem(
-                    format_path(child),
-                    f"duplicate key {key!r} (first given at {sources.marks[child]}); "
-                    "YAML keys must be unique",
-                    _mark(name, key_node),
-                ))
-            sources.marks[child] = _mark(name, key_node)
-            out[key] = _construct(loader, value_node, child, name, sources)
+            if key in out and key not in merged:
+                raise self.refuse(child, f"duplicate key {key!r} (first given at "
+                                  f"{self.sources.marks[child]}); YAML keys must be unique",
+                                  key_node)
+            merged.discard(key)
+            self.sources.drop_below(child)
+            self.sources.marks[child] = _mark(self.name, key_node)
+            out[key] = self.build(value_node, child)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _construct(loader, item, (*path, i), name, sources)
-            for i, item in enumerate(node.value)
-        ]
-    return loader.construct_object(node, deep=True)
+
+    def merge(self, out: dict, merged: set[str], value: yaml.Node, path: PathT) -> None:
+        """YAML merge keys: the first mapping that has a key gives it; explicit keys win."""
+        bases = value.value if isinstance(value, yaml.SequenceNode) else [value]
+        for base in bases:
+            if not isinstance(base, yaml.MappingNode):
+                raise self.refuse(path, "`<<` merges a mapping or a list of mappings", base)
+            sources, self.sources = self.sources, SourceMap()
+            try:
+                built = self.build(base, path)
+            finally:
+                sources, self.sources = self.sources, sources
+            for key, item in built.items():
+                if key not in out:
+                    out[key] = item
+                    merged.add(key)
+                    child = (*path, key)
+                    self.sources.marks.update(
+                        (k, v) for k, v in sources.marks.items() if k[: len(child)] == child)
 
 
-def load_merged(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
+def load_resolved(path: str | Path, sets: list[str] | tuple[str, ...] = (),
+                  plugins: list[str] | tuple[str, ...] = ()) -> Loaded:
+    """``path`` with its ``extends:`` merged, ``--set`` overrides applied and ``--plugin``s
+    appended to ``plugins:`` -- the mapping the schema then checks. Refuses file paths that
+    name a device, a FIFO or a socket (``special_file``) before anything opens them."""
+    loaded = load_merged(Path(path))
+    apply_sets(loaded, sets)
+    if plugins:
+        listed = loaded.data.setdefault("plugins", [])
+        if isinstance(listed, list):
+            for plugin in plugins:
+                loaded.sources.marks[("plugins", len(listed))] = f"--plugin {plugin}"
+                listed.append(str(Path(plugin).resolve()) if plugin.endswith(".py") else plugin)
+    problems = [Problem(format_path(p), f"{value} is {what}; expected a regular file or a "
+                        "directory", loaded.sources.where(p))
+                for p, value, what in _special_paths(loaded.data)]
+    if problems:
+        raise ConfigError(problems)
+    return loaded
+
+
+def _special_paths(value: Any, path: PathT = ()) -> list[tuple[PathT, str, str]]:
+    found = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(
+        value, list) else ()
+    for key, item in items:
+        child = (*path, key)
+        if isinstance(item, str) and _is_path_key(child):
+            what = "a name with a NUL character" if "\0" in item else special_file(item)
+            if what is not None:
+                found.append((child, item, what))
+        else:
+            found += _special_paths(item, child)
+    return found
+
+
+def load_merged(path: Path, _stack: tuple[Path, ...] = (), _count: list[int] | None = None
+                ) -> Loaded:
     """Load ``path`` and the files it ``extends:`` (deep-merged, the extending file wins).
 
     Example:
@@ -202,24 +380,38 @@ def load_merged(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
         return Loaded(data, sources, path)
     if isinstance(bases, str):
         bases = [bases]
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
         raise ConfigError(Problem(
             "extends", "expected a file name or a list of file names", sources.where(("extends",))
         ))
+    count = _count if _count is not None else [1]
     merged: dict[str, Any] = {}
     merged_sources = SourceMap()
     for i, base in enumerate(bases):
-        base_path = (path.parent / base).resolve()
         where = sources.where(("extends", i))
+        if "\0" in base:
+            raise ConfigError(Problem("extends", "a file name cannot contain a NUL character",
+                                      where))
+        base_path = (path.parent / base).resolve()
+        if base_path in (*_stack, path):
+            chain = " -> ".join(str(p) for p in (*_stack, path, base_path))
+            raise ConfigError(Problem("extends", f"`extends:` forms a cycle: {chain}", where))
+        count[0] += 1
+        if len(_stack) + 2 > MAX_EXTENDS_DEPTH or count[0] > MAX_EXTENDS_FILES:
+            limit = (f"a chain of more than {MAX_EXTENDS_DEPTH} files"
+                     if len(_stack) + 2 > MAX_EXTENDS_DEPTH
+                     else f"more than {MAX_EXTENDS_FILES} files in all")
+            raise ConfigError(Problem("extends", f"`extends:` reaches {limit}", where))
+        what = special_file(base_path)
+        if what is not None:
+            raise ConfigError(Problem(
+                "extends", f"the base config {base!r} is {what}, not a regular file", where))
         if not base_path.exists():
             raise ConfigError(Problem(
                 "extends", f"the base config {base!r} does not exist (looked for {base_path})",
                 where,
             ))
-        if base_path in (*_stack, path):
-            chain = " -> ".join(str(p) for p in (*_stack, path, base_path))
-            raise ConfigError(Problem("extends", f"`extends:` forms a cycle: {chain}", where))
-        loaded = load_merged(base_path, (*_stack, path))
+        loaded = load_merged(base_path, (*_stack, path), count)
         _deep_merge(merged, loaded.data, merged_sources, loaded.sources, ())
     _deep_merge(merged, data, merged_sources, sources, ())
     return Loaded(merged, merged_sources, path)
@@ -261,7 +453,8 @@ def _resolve_relative_paths(value: Any, base_dir: Path, path: PathT = ()) -> Non
         value, list) else ()
     for key, item in list(items):
         child = (*path, key)
-        if isinstance(item, str) and _is_path_key(child) and _looks_relative(item):
+        if isinstance(item, str) and _is_path_key(child) and _looks_relative(item) and (
+                "\0" not in item):
             if child == ("model", "base") and not (base_dir / item).exists():
                 # a run directory is usually named from where `kexp` runs (runs/<name>/...)
                 value[key] = str(Path(item).resolve())
@@ -293,7 +486,8 @@ def apply_sets(loaded: Loaded, sets: list[str] | tuple[str, ...]) -> None:
         try:
             path = parse_path(text.strip())
             value, _ = parse_yaml(raw, where) if raw.strip() else (None, None)
-            if isinstance(value, str) and _is_path_key(path) and _looks_relative(value):
+            if isinstance(value, str) and _is_path_key(path) and _looks_relative(value) and (
+                    "\0" not in value):
                 value = str(Path(value).resolve())  # relative to where the command runs
             _set_path(loaded.data, path)(value)
         except (ValueError, ConfigError) as exc:
@@ -301,6 +495,8 @@ def apply_sets(loaded: Loaded, sets: list[str] | tuple[str, ...]) -> None:
             problems.append(Problem(text.strip(), msg, where))
             continue
         loaded.sources.drop_below(path)
+        for depth in range(1, len(path) + 1):  # and the mappings it created
+            loaded.sources.marks.setdefault(path[:depth], where)
         loaded.sources.marks[path] = where
     if problems:
         raise ConfigError(problems)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import os
 import re
 import sys
 import zipfile
@@ -35,6 +36,8 @@ __all__ = ["Selection", "load_npz", "load_csv", "display_path", "MISSING_MARKERS
 
 Selection = str | Sequence[str] | Mapping[str, Any]
 
+# The longest csv line read (a row of 100,000 cells of 100 characters fits).
+MAX_LINE_BYTES = 16 * 2**20
 # Cells read as "no value" in a csv file (the UCI files write "?").
 MISSING_MARKERS = frozenset({"", "?", "NA", "N/A", "NaN", "nan", "null"})
 _INTEGER = re.compile(r"^[+-]?\d+$")
@@ -137,6 +140,41 @@ def _open_npz(path: str | Path, source: str) -> Any:
         raise DataError(f"{source}: not a readable .npz file ({exc}).") from None
 
 
+def _check_npz_header(archive: Any, name: str, source: str) -> None:
+    """Refuse an array whose header claims more bytes than its file holds (a corrupt or
+    hostile header: NumPy would allocate the claimed size first) or than this machine's
+    memory, before NumPy reads it."""
+    member = name if name.endswith(".npy") else name + ".npy"
+    try:
+        info = archive.zip.getinfo(member)
+        with archive.zip.open(member) as file:
+            version = np.lib.format.read_magic(file)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(file)
+    except (AttributeError, KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return  # not a plain .npy member: NumPy's own reading reports it
+    if dtype.hasobject:
+        return
+    claimed = dtype.itemsize
+    for size in shape:
+        claimed *= int(size)
+    memory = _physical_memory()
+    if claimed > info.file_size or (memory and claimed > memory):
+        limit = (f"the file holds {info.file_size:,} bytes for it" if claimed > info.file_size
+                 else f"this machine has {memory:,} bytes of memory")
+        raise DataError(f"{source}: array {name!r} claims shape {tuple(shape)} of {dtype} "
+                        f"({claimed:,} bytes) but {limit}; the file is corrupt or not what "
+                        "it seems.")
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 def _read_npz_group(archive, spec, role, available, source):
     groups = _groups(spec, role, source)
     arrays = {}
@@ -149,6 +187,7 @@ def _read_npz_group(archive, spec, role, available, source):
         name = names[0]
         if name not in available:
             raise _unknown(name, available, "array", role, source)
+        _check_npz_header(archive, name, source)
         try:
             raw = archive[name]
         except ValueError as exc:  # object arrays need pickle, which kexp never enables
@@ -259,6 +298,7 @@ def _read_table(path, delimiter, header, source) -> tuple[list[str], list[tuple[
     """Column names and ``(line number, cells)`` rows; blank lines are skipped."""
     if not Path(path).is_file():
         raise DataError(f"{source}: file not found.")
+    _check_line_lengths(path, source)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -285,6 +325,23 @@ def _read_table(path, delimiter, header, source) -> tuple[list[str], list[tuple[
                 f"({'as in the header' if header else 'as in the first row'})."
             )
     return columns, rows
+
+
+def _check_line_lengths(path: str | Path, source: str) -> None:
+    """Refuse a text file with a line longer than ``MAX_LINE_BYTES``, reading it in chunks
+    (a "line" of hundreds of MB would otherwise be held in memory several times over)."""
+    line, length = 1, 0
+    with open(path, "rb") as file:
+        while chunk := file.read(2**20):
+            parts = chunk.split(b"\n")
+            for i, part in enumerate(parts):
+                length += len(part)
+                if length > MAX_LINE_BYTES:
+                    raise DataError(f"{source}: line {line} is longer than "
+                                    f"{MAX_LINE_BYTES // 2**20} MB; a csv file has one row "
+                                    "per line.")
+                if i < len(parts) - 1:
+                    line, length = line + 1, 0
 
 
 def _tokenize(text: str, delimiter: str | None):
