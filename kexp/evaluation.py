@@ -47,6 +47,7 @@ __all__ = [
     "predict_run",
     "default_output",
     "write_predictions",
+    "class_names",
 ]
 
 # --checkpoint choice -> file inside the run directory.
@@ -471,6 +472,8 @@ def predict_run(run_dir: Path, input_file: Path | Arrays,
     file = checkpoint_file(run_dir, checkpoint)
     cfg = load_run_config(run_dir)
     model = load_run_model(file, compile=False)
+    if cfg.data.type in FOLDER_DATASETS and isinstance(input_file, (str, Path)):
+        return _predict_files(run_dir, model, cfg, Path(input_file))
     if isinstance(input_file, (str, Path)):
         x, source = read_inputs(input_file, model, cfg), str(input_file)
     else:
@@ -491,6 +494,51 @@ def _given_arrays(x: Arrays, model: Any) -> Arrays:
     return x if inputs is None else _match_inputs(x, inputs, Path("<arrays>"), "the array")
 
 
+FOLDER_DATASETS = ("image_directory", "text_directory")
+
+
+def _predict_files(run_dir: Path, model: Any, cfg: Config,
+                   input_file: Path) -> dict[str, np.ndarray]:
+    """Predictions for image (text) files — one, or a folder of them — read as the run's
+    folder dataset reads its files: ``path``, the predicted ``class`` (named as the run's
+    ``class_names`` in run.json) and the ``predictions`` (probabilities)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kexp.data.folders import predict_stream
+    from kexp.data.pipeline import eval_dataset
+
+    stream = predict_stream(input_file, cfg.data.type, cfg.data.args)
+    stream.probe  # noqa: B018 - an unreadable first file is a data error here
+    try:
+        raw = model.predict(eval_dataset(stream, batch_size=cfg.data.batch_size), verbose=0)
+    except tf.errors.OpError as exc:
+        raise DataError(stream.locate_error() or str(exc).splitlines()[0]) from None
+    outputs = _named_outputs(model, raw)
+    result: dict[str, np.ndarray] = {"path": np.array(stream.files)}
+    names = class_names(run_dir)
+    probabilities = outputs.get("predictions")
+    if names and probabilities is not None:
+        width = probabilities.reshape(len(probabilities), -1).shape[1]
+        if width == len(names):
+            result["class"] = np.array(names)[np.argmax(probabilities, axis=-1)]
+        elif width == 1 and len(names) == 2:
+            result["class"] = np.array(names)[(probabilities[:, 0] > 0.5).astype(int)]
+    return {**result, **outputs}
+
+
+def class_names(run_dir: Path) -> list[str] | None:
+    """The class names a run recorded (a folder dataset's sub-folders), or None."""
+    import json
+
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    names = info.get("class_names") if isinstance(info, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
 def _named_outputs(model: Any, raw: Any) -> dict[str, np.ndarray]:
     import numpy as np
 
@@ -509,9 +557,12 @@ def default_output(input_file: Path) -> Path:
     return Path.cwd() / f"{Path(input_file).stem}.predictions.npz"
 
 
-def write_predictions(predictions: dict[str, np.ndarray], path: Path) -> None:
+def write_predictions(predictions: dict[str, np.ndarray], path: Path,
+                      class_names: list[str] | None = None) -> None:
     """Write predictions atomically: ``.npz`` with one array per output, or ``.csv`` with one
-    column per output unit (``<output>`` for one unit, else ``<output>_<i>``).
+    column per output unit (``<output>`` for one unit, else ``<output>_<i>``). With
+    ``class_names`` (a folder dataset's run), the npz file holds them as ``class_names`` and
+    the csv file names the probability columns after the classes.
 
     Raises:
         ConfigError: ``path`` is neither ``.npz`` nor ``.csv``.
@@ -521,25 +572,33 @@ def write_predictions(predictions: dict[str, np.ndarray], path: Path) -> None:
     path = Path(path)
     if path.suffix == ".npz":
         buffer = io.BytesIO()
-        np.savez(buffer, **predictions)
+        extra = {"class_names": np.array(class_names)} if class_names else {}
+        np.savez(buffer, **predictions, **extra)
         atomic_write(path, buffer.getvalue())
     elif path.suffix == ".csv":
-        atomic_write(path, _predictions_csv(predictions))
+        atomic_write(path, _predictions_csv(predictions, class_names))
     else:
         raise ConfigError(f"--output {path}: expected a .npz or .csv file name.")
 
 
-def _predictions_csv(predictions: dict[str, np.ndarray]) -> str:
+def _predictions_csv(predictions: dict[str, np.ndarray],
+                     class_names: list[str] | None = None) -> str:
     columns, blocks = [], []
     for name, array in predictions.items():
         block = array.reshape(len(array), -1)
         width = block.shape[1]
-        columns += [name] if width == 1 else [f"{name}_{i}" for i in range(width)]
+        if name == "predictions" and class_names and width == len(class_names):
+            columns += list(class_names)
+        elif name == "predictions" and class_names and width == 1 and len(class_names) == 2:
+            columns += [class_names[1]]  # a sigmoid: the probability of the second class
+        else:
+            columns += [name] if width == 1 else [f"{name}_{i}" for i in range(width)]
         blocks.append(block)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in zip(*(block.tolist() for block in blocks), strict=True):
         # float32 round-trips through 9 significant digits
-        writer.writerow([format(v, ".9g") for part in row for v in part])
+        writer.writerow([v if isinstance(v, str) else format(v, ".9g")
+                         for part in row for v in part])
     return out.getvalue()

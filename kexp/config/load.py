@@ -437,6 +437,8 @@ def _is_path_key(path: PathT) -> bool:
     files, ``model.base``, an application's ``weights`` file and plugin ``.py`` files.
     (Callback paths are different: they resolve inside the run directory.)"""
     last = path[-1] if path else ""
+    if path[:1] == ("data",) and isinstance(last, int) and path[-2:-1] == ("path",):
+        return True  # `path: [a.tfrecord, b.tfrecord]`
     if path[:1] == ("data",) and isinstance(last, str):
         return last == "path" or last.endswith("_path")
     if last == "weights" and (path == ("model", "weights") or path[:2] == ("model", "layers")

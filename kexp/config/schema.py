@@ -197,7 +197,8 @@ class DataSpec(Component):
     validation: Component | None = None
     test: Component | None = None
     shuffle: bool | PositiveInt = True
-    cache: bool = True
+    cache: bool | str = False
+    prefetch: bool | PositiveInt = True
 
 
 # The keys of ``data:`` that kexp handles itself; the others are the dataset's own arguments.

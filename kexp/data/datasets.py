@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "digits", "synthetic_tickets", "mnist", "fashion_mnist", "cifar10", "imdb", "npz", "csv",
+    "image_directory", "text_directory", "tfrecord",
 ]
 
 
@@ -236,6 +237,7 @@ def csv(
     delimiter: str | None = ",",
     header: bool = True,
     drop_missing: bool = False,
+    stream: bool = False,
 ) -> Splits:
     """Numeric columns of a delimited text file (see ``kexp.data.files.load_csv``).
 
@@ -249,6 +251,8 @@ def csv(
         header: the first row names the columns; otherwise they are named ``0``, ``1``, ...
         drop_missing: skip rows with a missing cell (empty, ``?``, ``NA``) in a used column
             instead of failing.
+        stream: read the file in batches through ``tf.data`` instead of loading it whole
+            (``kexp.data.records``; ``path`` may then be a glob or a list of files).
 
     ```yaml
     # x: the 7 numeric columns as one (n, 7) array; car names are text, left out
@@ -258,7 +262,113 @@ def csv(
            features: {engine: [cylinders, displacement], origin: origin}}
     ```
     """
-    from kexp.data.files import load_csv
     from kexp.data.splits import Splits
 
+    if stream:
+        from kexp.data.records import csv_stream
+
+        return Splits(train=csv_stream(path, features, targets, delimiter, header, drop_missing))
+    from kexp.data.files import load_csv
+
     return Splits(train=load_csv(path, features, targets, delimiter, header, drop_missing))
+
+
+@DATASETS.register("image_directory")
+def image_directory(
+    *,
+    path: str,
+    labels: Any = "inferred",
+    label_mode: str | None = "int",
+    class_names: list[str] | None = None,
+    color_mode: str = "rgb",
+    image_size: Any = (256, 256),
+    interpolation: str = "bilinear",
+    follow_links: bool = False,
+    crop_to_aspect_ratio: bool = False,
+    pad_to_aspect_ratio: bool = False,
+) -> Splits:
+    """Images in one sub-folder per class, streamed (``keras.utils.image_dataset_from_directory``'s
+    arguments and defaults). JPEG, PNG, BMP and GIF (first frame).
+
+    Args:
+        path: the folder; its sorted sub-folder names are the classes.
+        labels: ``inferred`` (from the sub-folders), null (no labels), or a list of integer
+            labels for the files sorted by path.
+        label_mode: ``int`` (class indices), ``categorical`` (one-hot), ``binary`` (0/1 of
+            two classes, shape ``(n, 1)``), or null.
+        class_names: the sub-folders in the order to number them (default: sorted).
+        color_mode: ``grayscale``, ``rgb`` or ``rgba`` (1, 3 or 4 channels).
+        image_size: ``[height, width]`` every image is resized to.
+        interpolation: the resize method (``bilinear``, ``nearest``, ``bicubic``, ...).
+        follow_links: follow symbolic links to sub-folders.
+        crop_to_aspect_ratio: crop the centre to the target aspect ratio before resizing.
+        pad_to_aspect_ratio: pad to the target aspect ratio before resizing.
+
+    Returns:
+        A streamed train split: x float32 ``(height, width, channels)`` in [0, 255] (scale in
+        the model, with ``Rescaling``), y as ``label_mode`` says. The class names are
+        recorded in ``run.json``.
+
+    ```yaml
+    data: {type: image_directory, path: images/, image_size: [180, 180], validation_split: 0.2}
+    ```
+    """
+    from kexp.data.folders import image_folder
+    from kexp.data.splits import Splits
+
+    return Splits(train=image_folder(
+        path, labels=labels, label_mode=label_mode, class_names=class_names,
+        color_mode=color_mode, image_size=image_size, interpolation=interpolation,
+        follow_links=follow_links, crop_to_aspect_ratio=crop_to_aspect_ratio,
+        pad_to_aspect_ratio=pad_to_aspect_ratio))
+
+
+@DATASETS.register("text_directory")
+def text_directory(
+    *,
+    path: str,
+    labels: Any = "inferred",
+    label_mode: str | None = "int",
+    class_names: list[str] | None = None,
+    max_length: int | None = None,
+    follow_links: bool = False,
+) -> Splits:
+    """``.txt`` files in one sub-folder per class, streamed
+    (``keras.utils.text_dataset_from_directory``'s arguments and defaults).
+
+    Returns:
+        A streamed train split: x strings (one per file, at most ``max_length`` characters),
+        y as ``label_mode`` says. A ``TextVectorization`` layer with ``adapt: true`` adapts on
+        the training text, streamed.
+    """
+    from kexp.data.folders import text_folder
+    from kexp.data.splits import Splits
+
+    return Splits(train=text_folder(path, labels=labels, label_mode=label_mode,
+                                    class_names=class_names, max_length=max_length,
+                                    follow_links=follow_links))
+
+
+@DATASETS.register("tfrecord")
+def tfrecord(
+    *,
+    path: Any,
+    features: Any,
+    targets: Any = None,
+    compression: str | None = None,
+) -> Splits:
+    """``tf.train.Example`` records of TFRecord files, streamed and parsed in batches.
+
+    Args:
+        path: a file, a glob (``shards/train-*.tfrecord``), or a list of them.
+        features: ``{name: {shape: [...], dtype: float32}}``: the Example keys (``key:``
+            when it differs from the model input name) fed to the model. One feature is a
+            single array; several are named inputs. ``varlen: true`` reads a list of any
+            length, padded with zeros to the longest in its batch.
+        targets: the same for the targets.
+        compression: null, ``GZIP`` or ``ZLIB``.
+    """
+    from kexp.data.records import tfrecord_stream
+    from kexp.data.splits import Splits
+
+    return Splits(train=tfrecord_stream(path, features, targets, compression))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from kexp.components import build
 from kexp.config.schema import DATA_OPTIONS, Component, Config
 from kexp.data.splits import Splits, assemble
@@ -24,15 +28,46 @@ def load_data(cfg: Config) -> Splits:
     train = _load(data, cfg.seed, DATA_OPTIONS)
     validation = _load(data.validation, cfg.seed) if data.validation else None
     test = _load(data.test, cfg.seed) if data.test else None
-    return assemble(train, validation=validation, test=test,
-                    validation_split=data.validation_split, seed=cfg.seed)
+    splits = assemble(train, validation=validation, test=test,
+                      validation_split=data.validation_split, seed=cfg.seed)
+    _stream_options(splits, data)
+    return splits
+
+
+def _stream_options(splits: Splits, data: Any) -> None:
+    """``cache`` and ``prefetch`` for streamed splits (in-memory data is always prefetched
+    and has nothing to cache). A cache file is for the training split; ``memory`` caches
+    every split. Each stream's first batch is read and its samples counted now: a file that
+    cannot be read is a data error before training, located in the config."""
+    from kexp.data.stream import check_cache, is_stream, use_streams
+
+    cache = check_cache(data.cache)
+    streams = []
+    for role, comp in (("train", data), ("validation", data.validation or data),
+                       ("test", data.test or data)):
+        split = getattr(splits, role)
+        if is_stream(split):
+            split.cache = cache if role == "train" or cache == "memory" else None
+            split.prefetch = data.prefetch
+            with _located(comp):
+                split.probe  # noqa: B018
+                split.count  # noqa: B018
+            streams.append(split)
+    use_streams(streams)
 
 
 def _load(comp: Component, seed: int, skip: tuple[str, ...] = ()) -> Splits:
     entry = DATASETS.get(comp.type)
     runtime = {"seed": seed} if entry and "seed" in entry.params and "seed" not in comp.args else {}
-    try:
+    with _located(comp):
         return build(comp, DATASETS, skip=skip, **runtime)
+
+
+@contextmanager
+def _located(comp: Component) -> Iterator[None]:
+    """A data error names the config's ``path:`` (file:line) before the file's own words."""
+    try:
+        yield
     except DataError as exc:
         # The file names the row; the config says which section named the file.
         where = comp.where_of("path") if "path" in comp.args else comp.where

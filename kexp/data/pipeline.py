@@ -20,6 +20,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from kexp.data.splits import Split
+from kexp.data.stream import is_stream, stream_batches
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -64,6 +65,10 @@ def train_dataset(
     """
     import tensorflow as tf
 
+    if is_stream(split):
+        return stream_batches(split, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                              epochs=range(initial_epoch, max(epochs, initial_epoch)),
+                              steps_per_epoch=steps_per_epoch)
     n = _check_sizes(split, batch_size)
     steps = steps_per_epoch or math.ceil(n / batch_size)
     # Sample slots per epoch: each pass over the data is one permutation.
@@ -108,6 +113,9 @@ def epoch_dataset(split: Split, *, batch_size: int, seed: int, epoch: tf.Variabl
     """
     import tensorflow as tf
 
+    if is_stream(split):
+        return stream_batches(split, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                              epoch=epoch)
     n = _check_sizes(split, batch_size)
     steps = math.ceil(n / batch_size)
 
@@ -138,6 +146,9 @@ def eval_dataset(split: Split, *, batch_size: int, steps: int | None = None) -> 
     """
     import tensorflow as tf
 
+    if is_stream(split):
+        return stream_batches(split, batch_size=batch_size, seed=0, shuffle=False,
+                              steps=steps)[0]
     n = _check_sizes(split, batch_size)
     count = math.ceil(n / batch_size)
     if steps is not None:

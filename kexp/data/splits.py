@@ -110,6 +110,8 @@ def assemble(
 
 
 def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    if hasattr(split, "carve"):  # a stream (kexp.data.stream) carves its own files or records
+        return split.carve(fraction, seed)
     n = len(split)
     import numpy as np
 

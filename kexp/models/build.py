@@ -175,10 +175,15 @@ def _call(fn: Any, path: str, where: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def adapt_layers(model: Any, adaptations: list[Adaptation], features: Any) -> None:
-    """Adapt preprocessing layers (``adapt: true``) on the training features."""
+    """Adapt preprocessing layers (``adapt: true``) on the training features: arrays, or a
+    ``tf.data.Dataset`` of feature batches for streamed data (``kexp.data.stream``)."""
     import keras
 
     if not adaptations:
+        return
+    if all(item.source is None for item in adaptations):
+        for item in adaptations:  # a sequential model's input: it may not be built yet
+            item.layer.adapt(features)
         return
     inputs = {id(t): name for name, t in zip(_input_names(model), model.inputs, strict=False)}
     for item in adaptations:
@@ -186,10 +191,19 @@ def adapt_layers(model: Any, adaptations: list[Adaptation], features: Any) -> No
             data = features
         elif id(item.source) in inputs and isinstance(features, dict):
             data = features[inputs[id(item.source)]]
+        elif id(item.source) in inputs and _named_batches(features):
+            name = inputs[id(item.source)]
+            data = features.map(lambda x, name=name: x[name])
         else:
             data = keras.Model(model.inputs, item.source).predict(features, verbose=0)
         item.layer.adapt(data)
 
+
+
+def _named_batches(features: Any) -> bool:
+    """``features`` is a dataset of named feature batches (streamed data)."""
+    spec = getattr(features, "element_spec", None)
+    return isinstance(spec, dict)
 
 
 def _input_names(model: Any) -> list[str]:

@@ -261,6 +261,7 @@ def _data_and_model(cfg: Config) -> tuple[Any, Any]:
     """The data splits, and the model built, checked against them and adapted."""
     from kexp.data.checks import check_against_model
     from kexp.data.load import load_data
+    from kexp.data.stream import adapt_source
     from kexp.models.build import adapt_layers
     from kexp.training.threads import configure_threads
 
@@ -268,8 +269,13 @@ def _data_and_model(cfg: Config) -> tuple[Any, Any]:
     configure_threads(cfg.train.threads, cfg.data.batch_size, splits.train.x)
     model, adaptations = _build(cfg)
     check_against_model(splits, model)
+    # Layers on the raw input adapt first: a TextVectorization's output size (and so the
+    # next layer's weights) is known only once it has a vocabulary.
+    on_input = [a for a in adaptations if a.source is None]
+    adapt_layers(model, on_input, adapt_source(splits.train))
     _ensure_built(cfg, model, splits.train)
-    adapt_layers(model, adaptations, splits.train.x)
+    adapt_layers(model, [a for a in adaptations if a.source is not None],
+                 adapt_source(splits.train))
     return splits, model
 
 
@@ -474,6 +480,8 @@ def _record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, spli
         "epochs_completed": 0,
         **options.info,
         **({"cluster": _cluster(cfg, strategy)} if strategy is not None else {}),
+        **({"class_names": splits.train.class_names}
+           if getattr(splits.train, "class_names", None) else {}),
     })
 
 
@@ -550,7 +558,10 @@ def _fit(cfg: Config, run: Run, model: Any, job: _Job) -> None:
                    duration_seconds=round(time.perf_counter() - started, 3))
         raise
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {error_line(exc) if str(exc).strip() else ''}"
+        from kexp.data.stream import explain_failure
+
+        reason = explain_failure(exc) or (
+            f"{type(exc).__name__}: {error_line(exc) if str(exc).strip() else ''}")
         run.update(status="failed", ended=now(), reason=reason,
                    duration_seconds=round(time.perf_counter() - started, 3))
         raise TrainingError(f"training failed: {reason}\nrun: {run.path}") from exc

@@ -1,0 +1,289 @@
+"""``image_directory`` and ``text_directory``: one sub-folder per class, streamed, with the
+arguments and defaults of ``keras.utils.image_dataset_from_directory`` and
+``text_dataset_from_directory``.
+
+Files are listed as Keras lists them (class sub-folders in sorted order, files found
+recursively in sorted order, by extension); images are decoded and resized as Keras does
+(``decode_image`` without animations, ``tf.image.resize`` with ``interpolation``, or Keras's
+``smart_resize`` for ``crop_to_aspect_ratio``), as float32 in [0, 255]: scaling belongs in
+the model (``Rescaling``). Every image is read by ``read_image``, one function, so a limit on
+what an image may be is added in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kexp.data.files import display_path
+from kexp.data.stream import Stream
+from kexp.errors import DataError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["IMAGE_FORMATS", "index_directory", "ImageFolder", "TextFolder", "read_image",
+           "image_folder", "text_folder", "predict_stream"]
+
+IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
+_INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5",
+                   "gaussian", "mitchellcubic")
+_LABEL_MODES = ("int", "categorical", "binary", None)
+
+
+def index_directory(directory: str, labels: Any, formats: tuple[str, ...],
+                    class_names: list[str] | None, follow_links: bool,
+                    kind: str) -> tuple[list[str], list[int] | None, list[str]]:
+    """``(files, labels, class_names)`` as Keras's ``index_directory`` finds them.
+
+    Raises:
+        DataError: a missing or empty folder, ``class_names`` that are not its sub-folders,
+            a ``labels`` list of the wrong length.
+    """
+    root = Path(directory)
+    source = display_path(root)
+    if not root.is_dir():
+        raise DataError(f"{source}: folder not found.")
+    if labels == "inferred":
+        subdirs = sorted(p.name for p in root.iterdir()
+                         if p.is_dir() and (follow_links or not p.is_symlink()))
+        if class_names is not None:
+            if sorted(class_names) != subdirs:
+                raise DataError(
+                    f"{source}: class_names {list(class_names)} must be the sub-folders "
+                    f"{subdirs} (in any order).")
+            subdirs = list(class_names)
+        files, found = [], []
+        for index, name in enumerate(subdirs):
+            for path in _walk(root / name, formats, follow_links):
+                files.append(path)
+                found.append(index)
+        if not files:
+            raise DataError(f"{source}: no {kind} files ({', '.join(formats)}) in "
+                            f"{'its sub-folders' if subdirs else 'it (and no sub-folders)'}.")
+        return files, found, subdirs
+    files = list(_walk(root, formats, follow_links))
+    if not files:
+        raise DataError(f"{source}: no {kind} files ({', '.join(formats)}) found.")
+    if labels is None:
+        return files, None, []
+    if len(labels) != len(files):
+        raise DataError(f"{source}: `labels` has {len(labels)} values for {len(files)} files "
+                        f"(sorted by path).")
+    return files, [int(v) for v in labels], [str(i) for i in sorted(set(labels))]
+
+
+def _walk(folder: Path, formats: tuple[str, ...], follow_links: bool):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=follow_links):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(formats):
+                yield str(Path(dirpath, name))
+
+
+def _check_classes(source: str, labels: Any, label_mode: str | None,
+                   class_names: list[str]) -> None:
+    if label_mode not in _LABEL_MODES:
+        raise DataError(f"{source}: label_mode must be int, categorical, binary or null; "
+                        f"received {label_mode!r}.")
+    if labels != "inferred" or label_mode is None:
+        return
+    if len(class_names) < 2:
+        found = f"one class ({class_names[0]!r})" if class_names else "no class"
+        raise DataError(f"{source}: found {found}; a classifier needs one sub-folder per "
+                        f"class, at least two (or set `label_mode: null` for unlabelled data).")
+    if label_mode == "binary" and len(class_names) != 2:
+        raise DataError(f"{source}: label_mode: binary needs exactly 2 classes; found "
+                        f"{len(class_names)} ({', '.join(class_names)}).")
+
+
+@dataclass
+class _Folder(Stream):
+    """A folder dataset: one sample per file, with its label."""
+
+    labels: list[int] | None = None
+    label_mode: str | None = "int"
+    sample_per_file = True
+
+    def count_samples(self) -> int:
+        return len(self.files)
+
+    def _label(self, label: tf.Tensor) -> tf.Tensor:
+        import tensorflow as tf
+
+        if self.label_mode == "categorical":
+            return tf.one_hot(label, len(self.class_names or []), dtype=tf.float32)
+        if self.label_mode == "binary":
+            return tf.cast(tf.expand_dims(label, -1), tf.float32)
+        return label
+
+    def load(self, path: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+    def read(self, order: tf.Tensor, sequential: bool) -> tf.data.Dataset:
+        import tensorflow as tf
+
+        paths = tf.constant(self.files)
+        indices = tf.data.Dataset.from_tensor_slices(order)
+        if self.labels is None or self.label_mode is None:
+            return indices.map(lambda i: self.load(tf.gather(paths, i)),
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        labels = tf.constant(self.labels, tf.int64)
+        return indices.map(lambda i: (self.load(tf.gather(paths, i)),
+                                      self._label(tf.gather(labels, i))),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def subset(self, indices: Any, source: str) -> Stream:
+        return type(self)(**{**self.__dict__, "source": source, "_probe": None,
+                             "_count": None,
+                             "files": [self.files[i] for i in indices],
+                             "labels": None if self.labels is None
+                             else [self.labels[i] for i in indices]})
+
+    def locate_error(self) -> str | None:
+        import tensorflow as tf
+
+        for path in self.files:
+            try:
+                self.load(tf.constant(path)).numpy()
+            except (tf.errors.OpError, ValueError) as exc:
+                from kexp.data.stream import _first_line
+
+                return f"{display_path(path)}: cannot read this file ({_first_line(exc)})."
+        return None
+
+
+@dataclass
+class ImageFolder(_Folder):
+    image_size: tuple[int, int] = (256, 256)
+    channels: int = 3
+    interpolation: str = "bilinear"
+    crop_to_aspect_ratio: bool = False
+    pad_to_aspect_ratio: bool = False
+
+    def load(self, path: tf.Tensor) -> tf.Tensor:
+        return read_image(path, image_size=self.image_size, channels=self.channels,
+                          interpolation=self.interpolation,
+                          crop_to_aspect_ratio=self.crop_to_aspect_ratio,
+                          pad_to_aspect_ratio=self.pad_to_aspect_ratio)
+
+
+@dataclass
+class TextFolder(_Folder):
+    max_length: int | None = None
+
+    def load(self, path: tf.Tensor) -> tf.Tensor:
+        import tensorflow as tf
+
+        text = tf.io.read_file(path)
+        if self.max_length is not None:
+            text = tf.strings.substr(text, 0, self.max_length)
+        return text
+
+
+def read_image(path: tf.Tensor, *, image_size: tuple[int, int], channels: int,
+               interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
+               pad_to_aspect_ratio: bool = False) -> tf.Tensor:
+    """One image file -> float32 ``(height, width, channels)`` in [0, 255], as Keras's
+    ``image_dataset_from_directory`` loads it. The only place kexp decodes an image file."""
+    import tensorflow as tf
+
+    data = tf.io.read_file(path)
+    image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    if crop_to_aspect_ratio or pad_to_aspect_ratio:
+        import keras
+
+        image = keras.ops.image.resize(
+            tf.cast(image, tf.float32), image_size, interpolation=interpolation,
+            crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio,
+            data_format="channels_last")
+    else:
+        image = tf.image.resize(image, image_size, method=interpolation)
+    image = tf.cast(image, tf.float32)
+    image.set_shape((image_size[0], image_size[1], channels))
+    return image
+
+
+def _image_options(source: str, image_size: Any, color_mode: str,
+                   interpolation: str) -> tuple[tuple[int, int], int]:
+    if color_mode not in _CHANNELS:
+        raise DataError(f"{source}: color_mode must be grayscale, rgb or rgba; received "
+                        f"{color_mode!r}.")
+    if interpolation not in _INTERPOLATIONS:
+        raise DataError(f"{source}: interpolation must be one of {', '.join(_INTERPOLATIONS)}; "
+                        f"received {interpolation!r}.")
+    size = list(image_size) if isinstance(image_size, (list, tuple)) else [image_size] * 2
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise DataError(f"{source}: image_size must be [height, width] of positive integers; "
+                        f"received {image_size!r}.")
+    return (size[0], size[1]), _CHANNELS[color_mode]
+
+
+def image_folder(path: str, *, labels: Any = "inferred", label_mode: str | None = "int",
+                 class_names: list[str] | None = None, color_mode: str = "rgb",
+                 image_size: Any = (256, 256), interpolation: str = "bilinear",
+                 follow_links: bool = False, crop_to_aspect_ratio: bool = False,
+                 pad_to_aspect_ratio: bool = False) -> ImageFolder:
+    """An ``ImageFolder`` stream over ``path`` (see ``kexp.data.datasets.image_directory``)."""
+    source = display_path(path)
+    size, channels = _image_options(source, image_size, color_mode, interpolation)
+    if crop_to_aspect_ratio and pad_to_aspect_ratio:
+        raise DataError(f"{source}: give crop_to_aspect_ratio or pad_to_aspect_ratio, not "
+                        f"both.")
+    files, found, names = index_directory(path, labels, IMAGE_FORMATS, class_names,
+                                          follow_links, "image")
+    _check_classes(source, labels, label_mode, names)
+    return ImageFolder(source=source, files=files, class_names=names or None, labels=found,
+                       label_mode=label_mode if found is not None else None,
+                       image_size=size, channels=channels, interpolation=interpolation,
+                       crop_to_aspect_ratio=crop_to_aspect_ratio,
+                       pad_to_aspect_ratio=pad_to_aspect_ratio)
+
+
+def text_folder(path: str, *, labels: Any = "inferred", label_mode: str | None = "int",
+                class_names: list[str] | None = None, max_length: int | None = None,
+                follow_links: bool = False) -> TextFolder:
+    """A ``TextFolder`` stream over ``path`` (see ``kexp.data.datasets.text_directory``)."""
+    source = display_path(path)
+    files, found, names = index_directory(path, labels, (".txt",), class_names, follow_links,
+                                          "text")
+    _check_classes(source, labels, label_mode, names)
+    return TextFolder(source=source, files=files, class_names=names or None, labels=found,
+                      label_mode=label_mode if found is not None else None,
+                      max_length=max_length)
+
+
+def _files_to_predict(path: str | Path, formats: tuple[str, ...], kind: str) -> list[str]:
+    p = Path(path)
+    if p.is_file():
+        return [str(p)]
+    if not p.is_dir():
+        raise DataError(f"{display_path(p)}: no such file or folder.")
+    files = list(_walk(p, formats, False))
+    if not files:
+        raise DataError(f"{display_path(p)}: no {kind} files ({', '.join(formats)}).")
+    return files
+
+
+def predict_stream(path: str | Path, data_type: str, args: dict[str, Any]) -> _Folder:
+    """The files to predict on — ``path`` itself, or the image (text) files under a folder,
+    sorted, recursively — read as the run's ``data:`` (``args``) reads its training files,
+    without labels."""
+    image = data_type == "image_directory"
+    files = _files_to_predict(path, IMAGE_FORMATS if image else (".txt",),
+                              "image" if image else "text")
+    source = display_path(path)
+    if not image:
+        return TextFolder(source=source, files=files, labels=None, label_mode=None,
+                          max_length=args.get("max_length"))
+    size, channels = _image_options(source, args.get("image_size", (256, 256)),
+                                    args.get("color_mode", "rgb"),
+                                    args.get("interpolation", "bilinear"))
+    return ImageFolder(source=source, files=files, labels=None, label_mode=None,
+                       image_size=size, channels=channels,
+                       interpolation=args.get("interpolation", "bilinear"),
+                       crop_to_aspect_ratio=bool(args.get("crop_to_aspect_ratio", False)),
+                       pad_to_aspect_ratio=bool(args.get("pad_to_aspect_ratio", False)))

@@ -1,0 +1,345 @@
+"""Data streamed from files, batch by batch, never loaded whole (SPEC 1.4, "Data larger than
+memory").
+
+A file dataset (``image_directory``, ``text_directory``, ``tfrecord``, ``csv`` with
+``stream: true``) returns a ``Stream`` in place of an in-memory ``Split``. A ``Stream`` holds
+the list of its samples' files and how to read them; ``kexp.data.pipeline`` asks it for one
+pass of batches at a time:
+
+- **Order** is a function of ``(seed, epoch)``: folder datasets permute their file list with
+  the same stateless permutation as in-memory data (a true global shuffle, no buffer); record
+  datasets permute their file order and run a shuffle buffer seeded by ``(seed, epoch)``.
+  So epoch ``e``'s batches never depend on what ran before, and ``--resume`` restarting at an
+  epoch reads exactly what an uninterrupted run read.
+- A **probe** (the first batch, read once when the dataset is made) stands in for the data
+  wherever kexp needs arrays before training: the shape and name checks against the model,
+  building a model without input shapes, ``threads: auto``. Reading it is also where a
+  missing Example key or an unreadable first file is found: a data error, exit 2.
+- A file that fails while training (a corrupt image, a truncated record, a non-numeric row)
+  stops TensorFlow with an error that does not name it; ``explain_failure`` then reads the
+  streams again in Python, file by file, to name the file and record or row.
+
+TensorFlow is imported inside the functions: dataset modules import this one to register.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kexp.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from kexp.data.splits import Split
+
+__all__ = ["Stream", "stream_batches", "explain_failure", "adapt_source", "DEFAULT_BUFFER",
+           "is_stream", "use_streams", "check_cache"]
+
+# Records held by a shuffle buffer for `shuffle: true` (an int sets it).
+DEFAULT_BUFFER = 10_000
+# The streams of the run being trained (their files are read again to name a file that
+# failed).
+_ACTIVE: list[Stream] = []
+
+
+@dataclass
+class Stream:
+    """One split read from files. Subclasses say how a list of files becomes elements.
+
+    Attributes:
+        source: what the data came from, for messages.
+        files: the files, in their canonical (sorted) order.
+        cache: ``None``, ``"memory"`` or a cache file path (``tf.data``'s cache).
+        class_names: the classes of a folder dataset, in label order.
+    """
+
+    source: str
+    files: list[str]
+    cache: str | None = None
+    class_names: list[str] | None = None
+    prefetch: bool | int = True
+    _probe: Any = field(default=None, repr=False)
+    _count: int | None = field(default=None, repr=False)
+
+    # ---------------------------------------------------------------- subclass API
+
+    # Folder datasets: one sample per file, so permuting the files shuffles the samples.
+    sample_per_file = False
+
+    def read(self, order: tf.Tensor, sequential: bool) -> tf.data.Dataset:
+        """The elements (unbatched) of the files at indices ``order``; ``sequential``: read
+        the files one after another (no interleaving)."""
+        raise NotImplementedError
+
+    def parse(self, batch: Any) -> Any:
+        """A batch of ``read``'s elements -> ``(x, y)`` (or ``x``); vectorised."""
+        return batch
+
+    def count_samples(self) -> int:
+        """Number of samples (one pass over the data unless the subclass knows better)."""
+        import tensorflow as tf
+
+        raw = self.read(tf.range(len(self.files), dtype=tf.int64), True)
+        return int(raw.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+    def locate_error(self) -> str | None:
+        """Read the files again, in Python, and say which file (and record or row) cannot be
+        read; None if all can."""
+        return None
+
+    # ---------------------------------------------------------------- common
+
+    def __len__(self) -> int:
+        return len(self.probe)
+
+    @property
+    def x(self) -> Any:
+        return self.probe.x
+
+    @property
+    def y(self) -> Any:
+        return self.probe.y
+
+    @property
+    def count(self) -> int:
+        """The number of samples in one pass."""
+        if self._count is None:
+            import tensorflow as tf
+
+            try:
+                self._count = self.count_samples()
+            except tf.errors.OpError as exc:
+                raise DataError(self.locate_error() or f"{self.source}: {_first_line(exc)}"
+                                ) from None
+            if self._count == 0:
+                raise DataError(f"{self.source}: no samples.")
+        return self._count
+
+    @property
+    def probe(self) -> Split:
+        """The first samples (up to 4), in memory."""
+        if self._probe is None:
+            self._probe = self._read_probe(4)
+        return self._probe
+
+    def _read_probe(self, size: int) -> Split:
+        import numpy as np
+        import tensorflow as tf
+
+        from kexp.data.splits import Split
+
+        order = tf.range(len(self.files), dtype=tf.int64)
+        dataset = self.read(order, True).batch(size).map(self._parse_parts).take(1)
+        try:
+            batch = next(iter(dataset.as_numpy_iterator()), None)
+        except tf.errors.OpError as exc:
+            raise DataError(self.locate_error() or f"{self.source}: {_first_line(exc)}") from None
+        if batch is None:
+            raise DataError(f"{self.source}: no samples.")
+
+        def arrays(part: Any) -> Any:
+            return ({k: np.asarray(v) for k, v in part.items()} if isinstance(part, dict)
+                    else np.asarray(part))
+
+        if isinstance(batch, tuple):
+            return Split(arrays(batch[0]), arrays(batch[1]), self.source)
+        return Split(arrays(batch), None, self.source)
+
+    def elements(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
+                 shuffle: bool | int) -> tf.data.Dataset:
+        """One pass of read elements in the order of ``(seed, epoch, repeat)``."""
+        import tensorflow as tf
+
+        from kexp.data.pipeline import _permutation
+
+        n = len(self.files)
+        if self.cache is not None:  # cached in file order, shuffled by a seeded buffer
+            dataset = self._cached()
+            buffer = shuffle if not isinstance(shuffle, bool) else max(self.count, 1)
+            return (dataset.shuffle(buffer, seed=_seed_of(seed, epoch, repeat))
+                    if shuffle else dataset)
+        if not shuffle:
+            return self.read(tf.range(n, dtype=tf.int64), True)
+        order = _permutation(n, seed, epoch, repeat)
+        dataset = self.read(order, False)
+        if self.sample_per_file:
+            return dataset
+        buffer = DEFAULT_BUFFER if isinstance(shuffle, bool) else shuffle
+        return dataset.shuffle(buffer, seed=_seed_of(seed, epoch, repeat))
+
+    def _cached(self) -> tf.data.Dataset:
+        import tensorflow as tf
+
+        dataset = self.read(tf.range(len(self.files), dtype=tf.int64), True)
+        return dataset.cache("" if self.cache == "memory" else self.cache)
+
+    def batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor, shuffle: bool | int,
+                batch_size: int) -> tf.data.Dataset:
+        """One pass of ``(x, y)`` batches (the last may be partial)."""
+        import tensorflow as tf
+
+        dataset = self.elements(seed, epoch, repeat, shuffle).batch(batch_size)
+        return dataset.map(self._parse_parts, num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=True)
+
+    def _parse_parts(self, *parts: Any) -> Any:
+        return self.parse(parts[0] if len(parts) == 1 else parts)
+
+    def subset(self, indices: Any, source: str) -> Stream:
+        """The same stream over some of its files (``indices`` into ``files``)."""
+        raise DataError(f"{self.source}: validation_split is not supported for this dataset; "
+                        f"give `validation:` a dataset instead.")
+
+    def carve(self, fraction: float, seed: int) -> tuple[Stream, Stream]:
+        """``(train, validation)``: a seeded random ``fraction`` of the samples for
+        validation (folder datasets: of the files)."""
+        import numpy as np
+
+        n = len(self.files)
+        n_val = int(round(n * fraction))
+        if n_val == 0 or n_val == n:
+            raise DataError(
+                f"{self.source}: validation_split={fraction:g} of {n} files leaves "
+                f"{'no validation' if n_val == 0 else 'no training'} files.")
+        order = np.random.default_rng(seed).permutation(n)
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        return (self.subset(train_idx, f"{self.source} (train part)"),
+                self.subset(val_idx, f"{self.source} (validation_split {fraction:g})"))
+
+
+def is_stream(split: Any) -> bool:
+    return isinstance(split, Stream)
+
+
+def _seed_of(seed: int, epoch: tf.Tensor, repeat: tf.Tensor) -> tf.Tensor:
+    """An int64 seed for a shuffle buffer, from ``(seed, epoch, repeat)``."""
+    import tensorflow as tf
+
+    full = {"minval": None, "maxval": None, "dtype": tf.int64, "alg": "philox"}
+    key = tf.random.stateless_uniform(
+        [], seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]), **full)
+    return tf.random.stateless_uniform(
+        [], seed=tf.stack([key, tf.cast(repeat, tf.int64)]), **full)
+
+
+def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool | int,
+                   epochs: range | None = None, epoch: Any = None,
+                   steps_per_epoch: int | None = None, steps: int | None = None
+                   ) -> tuple[tf.data.Dataset, int]:
+    """Batches of ``stream`` for ``kexp.data.pipeline``, and the batches per epoch.
+
+    - ``epochs`` (a range): every epoch in it, one after the other (``train_dataset``);
+    - ``epoch`` (a variable): one epoch, the variable's at the time an iterator starts
+      (``epoch_dataset``);
+    - neither: one pass in file order (``eval_dataset``), at most ``steps`` batches.
+
+    ``steps_per_epoch``: exactly that many batches per epoch, continuing with further passes
+    seeded ``(seed, epoch, r)`` when one pass has fewer.
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise DataError(f"batch_size must be at least 1; received {batch_size}.")
+    def per_pass() -> int:
+        return math.ceil(stream.count / batch_size)
+
+    zero = tf.constant(0, tf.int64)
+
+    def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
+        if steps_per_epoch is None:
+            return stream.batches(seed, e, zero, shuffle, batch_size)
+        passes = tf.data.Dataset.range(1 << 30)
+        return passes.flat_map(
+            lambda r: stream.batches(seed, e, r, shuffle, batch_size)).take(steps_per_epoch)
+
+    if epochs is None and epoch is None:
+        dataset = stream.batches(seed, zero, zero, False, batch_size)
+        if steps is not None:
+            dataset = dataset.take(steps)
+        count = min(per_pass(), steps) if steps is not None else per_pass()
+        return _finish(dataset.apply(tf.data.experimental.assert_cardinality(count)),
+                       stream.prefetch), count
+    per_epoch = steps_per_epoch or per_pass()
+    if epoch is not None:
+        dataset = tf.data.Dataset.range(1).flat_map(lambda _: one_epoch(epoch.read_value()))
+        total = per_epoch
+    else:
+        dataset = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(one_epoch)
+        total = per_epoch * len(epochs)
+    return _finish(dataset.apply(tf.data.experimental.assert_cardinality(total)),
+                   stream.prefetch), per_epoch
+
+
+def _finish(dataset: tf.data.Dataset, prefetch: bool | int) -> tf.data.Dataset:
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.with_options(options)
+    if prefetch is False:
+        return dataset
+    return dataset.prefetch(tf.data.AUTOTUNE if prefetch is True else prefetch)
+
+
+def adapt_source(split: Any) -> Any:
+    """What ``adapt: true`` layers adapt on: the features of an in-memory split, or one pass
+    of a stream's feature batches (streamed, not loaded whole)."""
+    if not isinstance(split, Stream):
+        return split.x
+    import tensorflow as tf
+
+    zero = tf.constant(0, tf.int64)
+    batches = split.batches(0, zero, zero, False, 256)
+    return batches.map(lambda *parts: parts[0]).prefetch(tf.data.AUTOTUNE)
+
+
+def use_streams(streams: list[Stream]) -> None:
+    """The streams the current run reads (``explain_failure`` reads them again)."""
+    _ACTIVE[:] = streams
+
+
+def explain_failure(exc: BaseException) -> str | None:
+    """A clean reason for a TensorFlow error raised while reading a stream: the file and
+    record or row that cannot be read (None when the error is not the data's)."""
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover
+        return None
+    if not isinstance(exc, tf.errors.OpError) or not _ACTIVE:
+        return None
+    for stream in list(_ACTIVE):
+        try:
+            where = stream.locate_error()
+        except Exception:  # noqa: BLE001 - explaining must not fail in turn
+            where = None
+        if where:
+            return where
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a TensorFlow error, without its node and op decorations."""
+    import re
+
+    text = getattr(exc, "message", None) or str(exc)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(text))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = re.sub(r"\s*\[Op:[^\]]*\].*$", "", lines[0]) if lines else ""
+    return line or type(exc).__name__
+
+
+def check_cache(cache: Any) -> str | None:
+    """``data.cache`` for a stream: ``memory``, a file path, or nothing (``false``; ``true``
+    means ``memory``)."""
+    if cache is True:
+        return "memory"
+    if cache is False or cache is None:
+        return None
+    if isinstance(cache, str) and cache:
+        return cache
+    raise ConfigError(f"data.cache: expected memory, a file path, true or false; received "
+                      f"{cache!r}.")

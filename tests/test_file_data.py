@@ -1,0 +1,318 @@
+"""Data streamed from files (SPEC 1.4 "Data larger than memory"): image folders, TFRecords,
+streamed csv — end to end with the real `kexp` commands, on tiny data made here."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.filedata import (
+    BAD,
+    FILLER,
+    GOOD,
+    classification_arrays,
+    image_folder,
+    text_folder,
+    write_tfrecords,
+)
+from tests.test_resume import (
+    assert_same_weights,
+    info,
+    only_run,
+    run_dir_of,
+    start_kexp,
+    wait_for,
+)
+
+CONVNET = """
+seed: 3
+data: {type: image_directory, path: images, image_size: [32, 32], validation_split: 0.25,
+       batch_size: 16}
+model:
+  type: sequential
+  input_shape: [32, 32, 3]
+  layers:
+    - {type: RandomFlip, mode: horizontal}
+    - {type: Rescaling, scale: 0.00392156862745098}
+    - {type: Conv2D, filters: 16, kernel_size: 3, activation: relu}
+    - {type: MaxPooling2D, pool_size: 2}
+    - {type: Conv2D, filters: 32, kernel_size: 3, activation: relu}
+    - {type: MaxPooling2D, pool_size: 2}
+    - {type: Flatten}
+    - {type: Dense, units: 2, activation: softmax}
+compile: {optimizer: {type: Adam, learning_rate: 2e-3}, loss: sparse_categorical_crossentropy,
+          metrics: [accuracy]}
+train: {epochs: 10}
+"""
+
+TABLE = """
+seed: 5
+data: {type: npz, path: arrays.npz, features: x, targets: y, batch_size: 32, shuffle: false}
+model:
+  type: sequential
+  input_shape: [6]
+  layers: [{type: Dense, units: 8, activation: relu}, {type: Dense, units: 3, activation: softmax}]
+compile: {optimizer: adam, loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+train: {epochs: 3}
+"""
+
+def tfrecord_data(root: Path, features: str = "{x: {shape: [6]}}", shuffle="false") -> str:
+    """A `--set data=...` for the table's TFRecord shards (paths from --set are relative to
+    the working directory: these are absolute)."""
+    return (f'data={{type: tfrecord, path: "{root}/shards/part-*.tfrecord", batch_size: 32, '
+            f'shuffle: {shuffle}, features: {features}, '
+            f'targets: {{y: {{shape: [], dtype: int64}}}}}}')
+
+
+def csv_data(root: Path) -> str:
+    return (f"data={{type: csv, stream: true, path: {root}/table.csv, targets: label, "
+            f"batch_size: 32, shuffle: false}}")
+
+
+def history(run: Path) -> list[dict[str, float]]:
+    with open(run / "history.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.fixture
+def table(tmp_path) -> Path:
+    """The same 200 samples as arrays.npz, table.csv and three TFRecord shards."""
+    x, y = classification_arrays(200)
+    np.savez(tmp_path / "arrays.npz", x=x, y=y)
+    write_tfrecords([tmp_path / "shards" / f"part-{i}.tfrecord" for i in range(3)], x, y)
+    with open(tmp_path / "table.csv", "w") as f:
+        f.write(",".join(f"f{i}" for i in range(6)) + ",label\n")
+        for row, label in zip(x, y, strict=True):
+            f.write(",".join(repr(float(v)) for v in row) + f",{label}\n")
+    (tmp_path / "table.yaml").write_text(TABLE)
+    return tmp_path / "table.yaml"
+
+
+# --------------------------------------------------------------------------- image_directory
+
+
+def test_a_convnet_learns_an_image_folder_and_predict_names_the_classes(kexp, tmp_path):
+    image_folder(tmp_path / "images", per_class=40)
+    (tmp_path / "convnet.yaml").write_text(CONVNET)
+    result = kexp("train", tmp_path / "convnet.yaml", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    run = run_dir_of(result)
+    assert history(run)[-1]["val_accuracy"] >= 0.9
+    assert info(run)["class_names"] == ["crosses", "squares"]
+
+    image_folder(tmp_path / "new", per_class=6, seed=99)
+    out = tmp_path / "predictions.csv"
+    predicted = kexp("predict", run, "--input", tmp_path / "new", "-o", out)
+    assert predicted.exit_code == 0, predicted.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["path", "class", "crosses", "squares"] and len(rows) == 12
+    assert sum(r["class"] == Path(r["path"]).parent.name for r in rows) >= 10
+    for r in rows:
+        assert float(r["crosses"]) + float(r["squares"]) == pytest.approx(1.0, abs=1e-5)
+
+    one = kexp("predict", run, "--input", tmp_path / "new" / "squares" / "000.png",
+               "-o", tmp_path / "one.npz")
+    assert one.exit_code == 0, one.output
+    saved = np.load(tmp_path / "one.npz")
+    assert saved["predictions"].shape == (1, 2)
+    assert saved["class_names"].tolist() == ["crosses", "squares"]
+    assert saved["class"].tolist()[0] in ("crosses", "squares")
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda root: root.mkdir(), "no image files"),
+    (lambda root: image_folder(root, per_class=3) and
+     __import__("shutil").rmtree(root / "crosses"), "found one class ('squares')"),
+    (lambda root: None, "folder not found"),
+])
+def test_an_empty_or_one_class_folder_is_exit_2_before_training(kexp, tmp_path, make, words):
+    make(tmp_path / "images")
+    (tmp_path / "convnet.yaml").write_text(CONVNET)
+    result = kexp("train", tmp_path / "convnet.yaml", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert words in result.stderr and "convnet.yaml:3" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_corrupt_image_fails_the_run_naming_the_file(kexp, tmp_path):
+    image_folder(tmp_path / "images", per_class=20)
+    bad = tmp_path / "images" / "squares" / "017.png"  # not among the probe's first files
+    bad.write_bytes(bad.read_bytes()[:60])  # a truncated PNG: its header still reads
+    (tmp_path / "convnet.yaml").write_text(CONVNET)
+    result = kexp("train", tmp_path / "convnet.yaml", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1, result.output
+    assert "squares/017.png: cannot read this file (Invalid PNG data, size 60)" in result.stderr
+    assert "Traceback" not in result.stderr
+    run = only_run(tmp_path / "runs")
+    assert info(run)["status"] == "failed" and "017.png" in info(run)["reason"]
+
+
+def test_smoke_reads_two_batches_whatever_the_size(kexp, tmp_path):
+    image_folder(tmp_path / "images", per_class=20)
+    last = tmp_path / "images" / "squares" / "019.png"
+    last.write_bytes(b"not an image")  # read only by a full epoch (file order, no shuffle)
+    (tmp_path / "convnet.yaml").write_text(CONVNET)
+    args = ("train", tmp_path / "convnet.yaml", "--runs-dir", tmp_path / "runs",
+            "--set", "data.shuffle=false", "--set", "data.validation_split=null",
+            "--set", "data.batch_size=4")
+    smoke = kexp(*args, "--smoke")
+    assert smoke.exit_code == 0, smoke.output
+    full = kexp(*args)
+    assert full.exit_code == 1 and "19.png" in full.stderr
+
+
+# --------------------------------------------------------------------------- text_directory
+
+
+TEXT = """
+seed: 1
+data: {type: text_directory, path: reviews, validation_split: 0.25, batch_size: 8}
+model:
+  type: sequential
+  layers:
+    - {type: TextVectorization, max_tokens: 100, output_mode: multi_hot, adapt: true}
+    - {type: Dense, units: 2, activation: softmax}
+compile: {optimizer: {type: Adam, learning_rate: 0.05}, loss: sparse_categorical_crossentropy,
+          metrics: [accuracy]}
+train: {epochs: 4}
+"""
+
+
+def test_text_folder_adapts_text_vectorization_on_the_streamed_text(kexp, tmp_path):
+    import keras
+
+    text_folder(tmp_path / "reviews")
+    (tmp_path / "text.yaml").write_text(TEXT)
+    result = kexp("train", tmp_path / "text.yaml", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    run = run_dir_of(result)
+    assert info(run)["class_names"] == ["neg", "pos"]
+    assert history(run)[-1]["val_accuracy"] >= 0.9
+    layer = keras.saving.load_model(run / "model.keras").layers[0]
+    # every word of the training text, not only the first batch's
+    assert set(GOOD + BAD + FILLER) <= set(layer.get_vocabulary())
+    (tmp_path / "new.txt").write_text("a wonderful superb movie")
+    out = tmp_path / "new.csv"
+    predicted = kexp("predict", run, "--input", tmp_path / "new.txt", "-o", out)
+    assert predicted.exit_code == 0, predicted.output
+    assert next(csv.DictReader(out.open()))["class"] == "pos"
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_tfrecord_and_streamed_csv_train_like_the_same_arrays(kexp, table, tmp_path):
+    runs = tmp_path / "runs"
+    results = {name: kexp("train", table, "--runs-dir", runs, "--name", name, *sets)
+               for name, sets in (("npz", ()), ("tfrecord", ("--set", tfrecord_data(tmp_path))),
+                                  ("csv", ("--set", csv_data(tmp_path))))}
+    for name, result in results.items():
+        assert result.exit_code == 0, (name, result.output)
+    expected = history(run_dir_of(results["npz"]))
+    assert len(expected) == 3
+    for name in ("tfrecord", "csv"):
+        got = history(run_dir_of(results[name]))
+        assert [r.keys() for r in got] == [r.keys() for r in expected]
+        for a, b in zip(got, expected, strict=True):
+            for key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (name, key)
+
+
+def test_bad_records_and_rows_fail_the_run_naming_file_and_record(kexp, table, tmp_path):
+    shard = tmp_path / "shards" / "part-2.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-30])
+    # Records are counted (read, not parsed) before training: a truncated file is found then.
+    result = kexp("train", table, "--runs-dir", tmp_path / "r1", "--set", tfrecord_data(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert "part-2.tfrecord: record 66: the file is truncated or corrupt" in result.stderr
+    assert not (tmp_path / "r1").exists()
+
+    lines = (tmp_path / "table.csv").read_text().splitlines()
+    lines[150] = lines[150].replace(",", ",oops", 1)
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    result = kexp("train", table, "--runs-dir", tmp_path / "r2", "--set", csv_data(tmp_path))
+    assert result.exit_code == 1, result.output
+    assert "table.csv: row 151, column 'f1'" in result.stderr and "is not a number" in \
+        result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("features", "words"), [
+    ("{pixels: {shape: [6]}}", "record 1: a key is missing from the Example"),
+    ("{x: {shape: [5]}}", "record 1: cannot parse the record"),
+])
+def test_a_missing_key_or_wrong_shape_is_exit_2_before_training(kexp, table, tmp_path,
+                                                                 features, words):
+    result = kexp("train", table, "--runs-dir", tmp_path / "runs",
+                  "--set", tfrecord_data(tmp_path, features))
+    assert result.exit_code == 2, result.output
+    assert f"part-0.tfrecord: {words}" in result.stderr
+    assert "--set data=" in result.stderr  # where the config named the files
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch(table, tmp_path):
+    import tensorflow as tf
+
+    from kexp.data.pipeline import train_dataset
+    from kexp.data.records import tfrecord_stream
+
+    def batches(seed: int, first: int) -> list[list[float]]:
+        stream = tfrecord_stream(str(tmp_path / "shards" / "part-*.tfrecord"),
+                                 {"x": {"shape": [6]}}, {"y": {"shape": [], "dtype": "int64"}})
+        dataset, steps = train_dataset(stream, batch_size=50, seed=seed, epochs=3,
+                                       initial_epoch=first, shuffle=64)
+        return [x[:, 0].tolist() for x, _ in dataset.as_numpy_iterator()], steps
+
+    order, steps = batches(1, 0)
+    assert steps == 4 and len(order) == 12
+    assert batches(1, 0)[0] == order  # the same seed: the same batches
+    assert batches(1, 2)[0] == order[8:]  # epoch 2 alone (a resumed run) reads the same
+    assert order[:4] != order[4:8]  # epochs differ
+    assert batches(2, 0)[0] != order
+    every = sorted(v for batch in order[:4] for v in batch)
+    x, _ = classification_arrays(200)
+    assert every == sorted(x[:, 0].tolist())  # each epoch reads every record once
+    del tf
+
+
+def test_kill_9_mid_epoch_then_resume_gives_bit_identical_weights(kexp, table, tmp_path):
+    sets = ("--set", tfrecord_data(tmp_path, shuffle="50"),
+            "--set", "train.epochs=6", "--set", "deterministic=true",
+            "--set", "data.batch_size=8")
+    reference = kexp("train", table, "--runs-dir", tmp_path / "reference", *sets)
+    assert reference.exit_code == 0, reference.output
+    runs = tmp_path / "runs"
+    proc = start_kexp("train", table, "--runs-dir", runs, *sets, log=tmp_path / "log")
+    assert wait_for(lambda: any(runs.glob("*/*/state/epoch-0002")), proc)
+    proc.kill()
+    proc.wait()
+    run = only_run(runs)
+    assert info(run)["status"] == "running"
+    resumed = kexp("train", "--resume", run)
+    assert resumed.exit_code == 0, resumed.output
+    assert info(run)["status"] == "completed"
+    assert_same_weights(run / "model.keras", run_dir_of(reference) / "model.keras")
+
+
+def test_streamed_validation_split_and_cache_keep_every_record_once(table, tmp_path):
+    from kexp.data.pipeline import eval_dataset
+    from kexp.data.records import csv_stream
+
+    stream = csv_stream(str(tmp_path / "table.csv"), targets="label")
+    train, validation = stream.carve(0.25, seed=4)
+    assert 30 < validation.count < 70 and train.count + validation.count == 200
+    seen = [x[:, 0] for part in (train, validation)
+            for x, _ in eval_dataset(part, batch_size=64).as_numpy_iterator()]
+    x, _ = classification_arrays(200)
+    assert sorted(np.concatenate(seen).tolist()) == pytest.approx(sorted(x[:, 0].tolist()))
+    train.cache = str(tmp_path / "cache")
+    from kexp.data.pipeline import train_dataset
+
+    dataset, steps = train_dataset(train, batch_size=64, seed=0, epochs=2)
+    assert sum(len(b[1]) for b in dataset.as_numpy_iterator()) == 2 * train.count
+    assert list(tmp_path.glob("cache*"))  # the cache file was written
+
