@@ -87,7 +87,9 @@ class Comparison:
             ax.set_title(f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} "
                          "is better)")
             ax.set_ylabel(metric)
-            epoch_axis(ax)
+            if ax.has_data():
+                x_min, x_max = ax.dataLim.intervalx
+                epoch_axis(ax, x_min, x_max)
             if ax.has_data():
                 ax.legend(fontsize="small")
         save_figure(fig, Path(file))

@@ -64,7 +64,7 @@ def draw_run_curves(run_dir: Path) -> Path:
                 ax.plot([epochs[best]], [history[monitor][best]], marker="*", markersize=12,
                         color="crimson", linestyle="none")
         ax.set_title(train)
-        epoch_axis(ax)
+        epoch_axis(ax, epochs[0], epochs[-1])
         ax.legend(fontsize="small")
     return save_figure(fig, Path(run_dir) / CURVES_FILE)
 
@@ -107,12 +107,14 @@ def new_figure(panels: int) -> tuple[Any, list[Any]]:
     return fig, cells[:panels]
 
 
-def epoch_axis(ax: Any) -> None:
-    """Label ``ax``'s x axis as whole epochs, with a light grid."""
-    from matplotlib.ticker import MaxNLocator
+def epoch_axis(ax: Any, first: float, last: float) -> None:
+    """Label ``ax``'s x axis as whole epochs from ``first`` to ``last`` (half an epoch of
+    margin, so that a single epoch is a point in the middle), with a light grid."""
+    from matplotlib.ticker import MultipleLocator
 
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(first - 0.5, last + 0.5)
+    ax.xaxis.set_major_locator(MultipleLocator(max(1, math.ceil((last - first) / 8))))
     ax.grid(True, alpha=0.3)
 
 
