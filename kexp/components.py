@@ -9,12 +9,13 @@ keyword arguments plus any run-time ones, and turns a constructor's complaint in
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
 from kexp.config.schema import Component
 from kexp.errors import ConfigError, Problem, error_line
-from kexp.registry import Entry, Registry, registry_for_argument
+from kexp.registry import Entry, Nested, Registry, nested_components, resolve, unknown
 
 __all__ = ["build", "build_value"]
 
@@ -59,11 +60,11 @@ def _at_key(problem: Problem, comp: Component) -> Problem:
 def build_value(name: str, args: dict[str, Any], registries: tuple[Registry, ...], path: str,
                 where: str, **runtime: Any) -> Any:
     """Build ``name(**args, **runtime)`` from the first registry that resolves ``name``."""
-    entry, registry = _resolve(name, registries)
-    if entry is None:
-        kinds = " or ".join(r.kind for r in registries)
-        raise ConfigError(Problem(path, f"unknown {kinds} {name!r}", where))
-    kwargs = {k: _build_nested(k, v, f"{path}.{k}", where) for k, v in args.items()}
+    found = resolve(name, registries)
+    if found is None:
+        raise ConfigError(unknown(name, registries, f"{path}.type" if path else "type", where))
+    entry, registry = found
+    kwargs = _with_nested_built(args, path, where, registry)
     try:
         if entry.identifier:
             if not kwargs and not runtime and registry.keras_kind in ("losses", "metrics",
@@ -80,14 +81,6 @@ def build_value(name: str, args: dict[str, Any], registries: tuple[Registry, ...
         raise ConfigError(Problem(path, f"{name}: {message}", where)) from None
 
 
-def _resolve(name: str, registries: tuple[Registry, ...]) -> tuple[Entry | None, Registry]:
-    for registry in registries:
-        entry = registry.get(name)
-        if entry is not None:
-            return entry, registry
-    return None, registries[0]
-
-
 def _from_identifier(entry: Entry, registry: Registry, kwargs: dict, runtime: dict) -> Any:
     import importlib
 
@@ -98,15 +91,31 @@ def _from_identifier(entry: Entry, registry: Registry, kwargs: dict, runtime: di
     return obj
 
 
-def _build_nested(arg: str, value: Any, path: str, where: str) -> Any:
-    if arg == "learning_rate" and type(value) is int:
-        return float(value)  # YAML's `0` or `1` is an int; Keras optimizers insist on a float
-    registry = registry_for_argument(arg)
-    if registry is None:
-        return value
-    if isinstance(value, dict) and "type" in value:
+def _with_nested_built(args: dict[str, Any], path: str, where: str,
+                       registry: Registry) -> dict[str, Any]:
+    """``args`` with every component written inside them built (``nested_components``: the
+    walk the config check makes too)."""
+    found = nested_components(args, (registry,))
+    if not found:
+        return dict(args)
+    built = copy.deepcopy(args)
+    for nested in found:
+        target = built
+        for key in nested.keys[:-1]:
+            target = target[key]
+        target[nested.keys[-1]] = _build_nested(nested, path, where)
+    return built
+
+
+def _build_nested(nested: Nested, path: str, where: str) -> Any:
+    value = nested.value
+    if nested.is_mapping:
         rest = {k: v for k, v in value.items() if k != "type"}
-        return build_value(str(value["type"]), rest, (registry,), path, where)
+        return build_value(str(value["type"]), rest, nested.registries, nested.path(path),
+                           where)
+    if nested.keys[-1] == "learning_rate" and type(value) is int:
+        return float(value)  # YAML's `0` or `1` is an int; Keras optimizers insist on a float
+    registry = nested.registries[0]
     if isinstance(value, str) and registry.kind == "schedule":
         entry = registry.get(value)
         if entry is not None and entry.obj is not None and not isinstance(entry.obj, type):

@@ -34,6 +34,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from kexp.errors import Problem
+
 __all__ = [
     "Registry",
     "Entry",
@@ -51,6 +53,10 @@ __all__ = [
     "CONSTRAINTS",
     "ACTIVATIONS",
     "registry_for_argument",
+    "resolve",
+    "unknown",
+    "Nested",
+    "nested_components",
 ]
 
 # kexp modules that register built-ins. They must not import TensorFlow at import time.
@@ -205,6 +211,11 @@ REGISTRIES: dict[str, Registry] = {
 }
 
 
+# Where a ``{type: ...}`` mapping under an argument that names no registry resolves.
+_ANYWHERE = (LAYERS, MODELS, OPTIMIZERS, SCHEDULES, LOSSES, METRICS, CALLBACKS, REGULARIZERS,
+             INITIALIZERS, CONSTRAINTS, ACTIVATIONS)
+
+
 def registry_for_argument(arg: str) -> Registry | None:
     """The registry a nested component argument resolves in, from the argument's name.
 
@@ -228,6 +239,84 @@ def registry_for_argument(arg: str) -> Registry | None:
         "layer": LAYERS,
         "backward_layer": LAYERS,
     }.get(arg)
+
+
+def resolve(name: str, registries: tuple[Registry, ...]) -> tuple[Entry, Registry] | None:
+    """The entry of ``name`` in the first of ``registries`` that knows it."""
+    for registry in registries:
+        entry = registry.get(name)
+        if entry is not None:
+            return entry, registry
+    return None
+
+
+def unknown(name: str, registries: tuple[Registry, ...], path: str, where: str = "") -> Problem:
+    """The one "unknown layer 'Dens'; did you mean 'Dense'?" problem, at ``path`` (the
+    ``type:`` key of a mapping, or the argument a bare name was given to)."""
+    kinds = ("component" if len(registries) > 3 else
+             " or ".join(r.kind for r in registries))
+    close = list(dict.fromkeys(n for r in registries for n in r.suggest(name)))[:3]
+    return Problem(path, f"unknown {kinds} {name!r}", where,
+                   suggestion=" or ".join(repr(c) for c in close))
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A component inside another component's arguments, found by ``nested_components``.
+
+    ``keys`` lead to it from the arguments (``("kernel_regularizer",)``, ``("blocks", 0)``);
+    ``value`` is a ``{type: ...}`` mapping, or — where the argument's name says which
+    registry (``activation``, ``learning_rate``) — a bare name or another plain value;
+    ``registries`` are where its name resolves, in order.
+    """
+
+    keys: tuple[str | int, ...]
+    value: Any
+    registries: tuple[Registry, ...]
+
+    @property
+    def is_mapping(self) -> bool:
+        return isinstance(self.value, dict)
+
+    def path(self, base: str) -> str:
+        """The config path of this component below the component at ``base``."""
+        text = base
+        for key in self.keys:
+            text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else key)
+        return text
+
+
+def nested_components(args: dict[str, Any], parent: tuple[Registry, ...] = ()
+                      ) -> list[Nested]:
+    """Every component written inside ``args``, outermost only: the one walk of the grammar
+    ``{type: Name, **kwargs}`` that both the config check and the builder use.
+
+    An argument whose name says its registry (``kernel_regularizer``, ``activation``,
+    ``learning_rate``, ``layer``) holds a mapping with ``type``, a bare name or a plain value
+    (``learning_rate: 0.01``), or lists / mappings of them. Anywhere else, a mapping with
+    ``type`` in any list or mapping is a component too, resolved in ``parent``'s registries
+    first, then every registry.
+    """
+    found: list[Nested] = []
+    for arg, value in args.items():
+        registry = registry_for_argument(arg)
+        hint = (registry,) if registry else (*parent, *(r for r in _ANYWHERE if r not in parent))
+        _walk(value, (arg,), hint, registry is not None, found)
+    return found
+
+
+def _walk(value: Any, keys: tuple, registries: tuple[Registry, ...], named: bool,
+          found: list[Nested]) -> None:
+    if isinstance(value, dict) and "type" in value:
+        found.append(Nested(keys, value, registries))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk(item, (*keys, key), registries, named, found)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk(item, (*keys, i), registries, named, found)
+    elif named:
+        found.append(Nested(keys, value, registries))
 
 
 def _entry_from_object(name: str, obj: Any, origin: str, owner: str,

@@ -25,8 +25,12 @@ from kexp.registry import (
     OPTIMIZERS,
     REGULARIZERS,
     Entry,
+    Nested,
     Registry,
+    nested_components,
     registry_for_argument,
+    resolve,
+    unknown,
 )
 
 __all__ = ["check_config", "check_component", "model_output_names"]
@@ -113,29 +117,15 @@ def check_component(comp: Component, registries: tuple[Registry, ...],
                     skip: tuple[str, ...] = ()) -> list[Problem]:
     """Problems with one component: unknown name, unknown or missing arguments, and the
     same for the components nested in its arguments."""
-    entry = _resolve(comp.type, registries)
-    if entry is None:
-        return [_unknown(comp.type, registries, f"{comp.path}.type" if comp.path else "type")]
+    found = resolve(comp.type, registries)
+    if found is None:
+        return [unknown(comp.type, registries, f"{comp.path}.type" if comp.path else "type")]
     args = {k: v for k, v in comp.args.items() if k not in skip}
-    return _check_args(entry, args, comp.path)
+    return _check_args(found[0], args, comp.path, registries)
 
 
-def _resolve(name: str, registries: tuple[Registry, ...]) -> Entry | None:
-    for registry in registries:
-        entry = registry.get(name)
-        if entry is not None:
-            return entry
-    return None
-
-
-def _unknown(name: str, registries: tuple[Registry, ...], path: str) -> Problem:
-    kinds = " or ".join(r.kind for r in registries)
-    close = [n for r in registries for n in r.suggest(name)][:3]
-    return Problem(path, f"unknown {kinds} {name!r}",
-                   suggestion=" or ".join(repr(c) for c in close))
-
-
-def _check_args(entry: Entry, args: dict[str, Any], path: str) -> list[Problem]:
+def _check_args(entry: Entry, args: dict[str, Any], path: str,
+                registries: tuple[Registry, ...]) -> list[Problem]:
     problems = []
     for arg, value in args.items():
         arg_path = f"{path}.{arg}" if path else arg
@@ -144,10 +134,11 @@ def _check_args(entry: Entry, args: dict[str, Any], path: str) -> list[Problem]:
                 arg_path, f"{entry.name} has no argument {arg!r}",
                 suggestion=closest(arg, entry.params),
             ))
-            continue
-        problems += _check_nested(arg, value, arg_path)
-        if registry_for_argument(arg) is None:
+        elif registry_for_argument(arg) is None:
             problems += _check_kind(entry, arg, value, arg_path)
+    accepted = {k: v for k, v in args.items() if k in entry.params or entry.open_kwargs}
+    for nested in nested_components(accepted, registries):
+        problems += _check_nested(nested, path)
     for required in entry.required:
         if required not in args:
             problems.append(Problem(path, f"{entry.name} needs the argument {required!r}"))
@@ -177,21 +168,22 @@ def _check_kind(entry: Entry, arg: str, value: Any, path: str) -> list[Problem]:
                           f"received {describe_value(value)}")]
 
 
-def _check_nested(arg: str, value: Any, path: str) -> list[Problem]:
+def _check_nested(nested: Nested, base: str) -> list[Problem]:
     """A nested component (``kernel_regularizer: {type: L2, l2: 0.01}``) or a name that
-    Keras resolves (``activation: relu``) is checked in the registry its argument implies."""
-    registry = registry_for_argument(arg)
-    if registry is None:
-        return []
-    if isinstance(value, dict) and "type" in value:
-        entry = registry.get(str(value["type"]))
-        if entry is None:
-            return [_unknown(str(value["type"]), (registry,), f"{path}.type")]
-        return _check_args(entry, {k: v for k, v in value.items() if k != "type"}, path)
+    Keras resolves (``activation: relu``), checked in the registry its argument implies."""
+    path = nested.path(base)
+    if nested.is_mapping:
+        name = str(nested.value["type"])
+        found = resolve(name, nested.registries)
+        if found is None:
+            return [unknown(name, nested.registries, f"{path}.type")]
+        rest = {k: v for k, v in nested.value.items() if k != "type"}
+        return _check_args(found[0], rest, path, (found[1],))
+    registry, value = nested.registries[0], nested.value
     if isinstance(value, str) and registry.keras_kind not in ("layers", "models"):
         if registry.get(value) is None:
-            return [_unknown(value, (registry,), path)]
-    if registry.kind in _NAMES_ONLY and not isinstance(value, (str, dict, type(None))):
+            return [unknown(value, (registry,), path)]
+    if registry.kind in _NAMES_ONLY and not isinstance(value, (str, type(None))):
         return [Problem(path, f"expected {_NAMES_ONLY[registry.kind]} or a mapping with "
                               f"`type:`; received {describe_value(value)}")]
     return []
@@ -228,7 +220,7 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
     if spec.kind == "functional":
         problems += _check_graph(spec)
         if spec.class_ is not None and MODELS.get(spec.class_) is None:
-            problems.append(_unknown(spec.class_, (MODELS,), "model.class"))
+            problems.append(unknown(spec.class_, (MODELS,), "model.class"))
     return problems
 
 
