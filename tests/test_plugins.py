@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kexp.plugins import PluginError, import_plugin
 from kexp.registry import CALLBACKS, LAYERS, LOSSES, METRICS, MODELS, OPTIMIZERS, signature_of
@@ -109,8 +110,10 @@ compile:
   loss: {type: SigCrossentropy, smoothing: 0.1, name: xent, reduction: sum_over_batch_size}
   metrics: [{type: SigMeanConfidence, power: 2, name: confidence, dtype: float32}]
 train:
-  epochs: 1
-  callbacks: [{type: SigEpochCounter, every: 2}]
+  epochs: 2
+  callbacks:
+    - {type: SigEpochCounter, every: 2}
+    - {type: EarlyStopping, monitor: val_confidence, patience: 3}
 """
 
 NAMES = ("SigScale", "SigClassifier", "SigSGD", "SigCrossentropy", "SigMeanConfidence",
@@ -189,8 +192,12 @@ def test_validate_and_train_take_keras_keywords_on_plugin_classes(kexp, plugin_d
     run = next((plugin_dir / "runs").glob("*/*"))
     summary = (run / "summary.txt").read_text()
     assert "scaled (SigScale)" in summary and "head (SigClassifier)" in summary
-    header = next(csv.reader((run / "history.csv").open()))
-    assert "confidence" in header and "val_confidence" in header
+    rows = list(csv.reader((run / "history.csv").open()))
+    assert "confidence" in rows[0] and "val_confidence" in rows[0]
+    assert len(rows) == 3  # Keras's own `mode: auto` fails on a metric without a direction
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["train"]["callbacks"][1] == {"type": "EarlyStopping", "patience": 3,
+                                                 "monitor": "val_confidence", "mode": "min"}
 
 
 def test_a_misspelled_keyword_of_a_plugin_model_is_still_refused(kexp, plugin_dir):

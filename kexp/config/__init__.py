@@ -17,7 +17,9 @@ from kexp.config.errors import problems_from_validation
 from kexp.config.load import Loaded, SourceMap, format_path, load_resolved
 from kexp.config.schema import Component, Config
 from kexp.errors import ConfigError, Problem
+from kexp.monitor import higher_is_better
 from kexp.plugins import PluginError, import_plugin
+from kexp.registry import CALLBACKS
 
 __all__ = ["load_config", "Config"]
 
@@ -50,7 +52,23 @@ def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
     problems = no_data + check_config(cfg)
     if problems:
         raise ConfigError(problems)
+    _set_monitor_modes(cfg)
     return cfg
+
+
+def _set_monitor_modes(cfg: Config) -> None:
+    """A monitoring callback (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, or a plugin's
+    with ``monitor`` and ``mode`` arguments) left in ``mode: auto`` gets kexp's one rule
+    (``kexp.monitor``), the one behind ``best.keras`` and ``kexp runs``: Keras's own ``auto``
+    knows only its metrics' declared direction and fails on a plugin metric. The resolved
+    ``config.yaml`` records the mode chosen."""
+    for callback in cfg.train.callbacks:
+        entry = CALLBACKS.get(callback.type)
+        if entry is None or not {"monitor", "mode"} <= set(entry.params):
+            continue
+        if callback.args.get("mode", "auto") == "auto":
+            monitor = str(callback.args.get("monitor", "val_loss"))
+            callback.__pydantic_extra__["mode"] = "max" if higher_is_better(monitor) else "min"
 
 
 def _data_required(loaded: Loaded) -> list[Problem]:

@@ -62,35 +62,12 @@ def plan_graph(spec: ModelSpec, base_layers: tuple[str, ...] = (),
             problems.append(Problem(f"model.layers[{i}].name",
                                     f"the name {key!r} is used twice; node names must be unique"))
     known |= set(keys)
-
-    nodes = []
-    for i, node in enumerate(layers):
-        refs, where = _references(node, i, keys, input_names, base_outputs)
-        for ref in refs:
-            if ref not in known:
-                problems.append(Problem(
-                    f"model.layers[{i}].{where}",
-                    f"{ref!r} is not an input or a layer of this model "
-                    f"(known: {', '.join(sorted(k for k in known if not k.startswith('#')))})",
-                    suggestion=_close(ref, known),
-                ))
-        if not refs:
-            problems.append(Problem(
-                f"model.layers[{i}]",
-                f"say which node this layer is called on with `inputs:` "
-                f"(the model has inputs {list(input_names)})",
-            ))
-        nodes.append(GraphNode(keys[i], i, tuple(refs), node))
-
+    nodes = [GraphNode(keys[i], i, tuple(_references(node, i, keys, input_names, base_outputs)),
+                       node) for i, node in enumerate(layers)]
+    problems += [p for n in nodes for p in _reference_problems(n, known, input_names)]
     outputs = spec.outputs if spec.outputs is not None else (keys[-1:] or list(base_outputs))
     outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
-    if not outputs:
-        problems.append(Problem("model.layers", "a functional model needs at least one layer "
-                                "(or a `base:` model) to have an output"))
-    for out in outputs:
-        if out not in known:
-            problems.append(Problem("model.outputs", f"{out!r} is not a layer of this model",
-                                    suggestion=_close(out, known)))
+    problems += _output_problems(outputs, known)
     if problems:
         return None, problems
     order, cycle = _topological(nodes)
@@ -101,15 +78,39 @@ def plan_graph(spec: ModelSpec, base_layers: tuple[str, ...] = (),
     return Plan(tuple(order), tuple(input_names), outputs), []
 
 
+def _reference_problems(node: GraphNode, known: set[str],
+                        input_names: tuple[str, ...]) -> list[Problem]:
+    """A layer called on a node that does not exist, or on nothing."""
+    if not node.inputs:
+        return [Problem(f"model.layers[{node.index}]",
+                        "say which node this layer is called on with `inputs:` "
+                        f"(the model has inputs {list(input_names)})")]
+    names = ", ".join(sorted(k for k in known if not k.startswith("#")))
+    return [Problem(f"model.layers[{node.index}].inputs",
+                    f"{ref!r} is not an input or a layer of this model (known: {names})",
+                    suggestion=_close(ref, known))
+            for ref in node.inputs if ref not in known]
+
+
+def _output_problems(outputs: tuple[str, ...], known: set[str]) -> list[Problem]:
+    if not outputs:
+        return [Problem("model.layers", "a functional model needs at least one layer "
+                        "(or a `base:` model) to have an output")]
+    return [Problem("model.outputs", f"{out!r} is not a layer of this model",
+                    suggestion=_close(out, known)) for out in outputs if out not in known]
+
+
 def _references(node: Node, i: int, keys: list[str], input_names: tuple[str, ...],
-                base_outputs: tuple[str, ...]) -> tuple[list[str], str]:
+                base_outputs: tuple[str, ...]) -> list[str]:
+    """The nodes a layer is called on: its ``inputs:``, else the previous layer (the first
+    layer: the only input, or the base model's only output)."""
     if node.inputs is not None:
-        return ([node.inputs] if isinstance(node.inputs, str) else list(node.inputs)), "inputs"
+        return [node.inputs] if isinstance(node.inputs, str) else list(node.inputs)
     if i > 0:
-        return [keys[i - 1]], "inputs"
+        return [keys[i - 1]]
     if base_outputs and len(base_outputs) == 1:
-        return [base_outputs[0]], "inputs"
-    return (list(input_names) if len(input_names) == 1 else []), "inputs"
+        return [base_outputs[0]]
+    return list(input_names) if len(input_names) == 1 else []
 
 
 def _topological(nodes: list[GraphNode]) -> tuple[list[GraphNode], list[GraphNode]]:
