@@ -281,3 +281,31 @@ def test_renameat2_refuses_an_existing_empty_directory(tmp_path):
     (tmp_path / "b").mkdir()
     with pytest.raises(FileExistsError):
         kr._rename_no_replace(tmp_path / "a", tmp_path / "b")
+
+
+def _interrupt_renames(monkeypatch) -> None:
+    """Every write stops where a kill between writing and renaming would stop it."""
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(kr.os, "replace", killed)
+
+
+def test_evaluate_and_predict_outputs_are_written_then_renamed(tmp_path, monkeypatch):
+    import numpy as np
+
+    from kexp.evaluation import Evaluation, record_evaluation, write_predictions
+
+    first = record_evaluation(tmp_path, Evaluation("final", "test", {"loss": 0.5}, 10))
+    write_predictions({"predictions": np.zeros((2, 3))}, tmp_path / "p.npz")
+    write_predictions({"predictions": np.zeros((2, 3))}, tmp_path / "p.csv")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    _interrupt_renames(monkeypatch)
+    with pytest.raises(Killed):
+        record_evaluation(tmp_path, Evaluation("best", "test", {"loss": 0.1}, 10))
+    for name in ("p.npz", "p.csv"):
+        with pytest.raises(Killed):
+            write_predictions({"predictions": np.ones((2, 3))}, tmp_path / name)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert json.loads((tmp_path / "evaluation.json").read_text()) == first

@@ -121,6 +121,7 @@ def test_plot_writes_a_png_of_the_ticket_model(kexp, tmp_path):
     result = kexp("plot", CONFIGS / "ticket_model.yaml", "--show-shapes", "-o", out)
     assert result.exit_code == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    assert [p.name for p in tmp_path.iterdir()] == ["model.png"]  # written, then renamed
 
 
 def test_plot_explains_a_subclassed_model(kexp, tmp_path):

@@ -8,6 +8,7 @@ from typing import Any
 
 from kexp.config.schema import Config
 from kexp.errors import ConfigError, KexpError, Problem, error_line
+from kexp.runs import atomic_path
 
 __all__ = ["built_model", "summary_text", "plot_model"]
 
@@ -97,6 +98,6 @@ def plot_model(model: Any, output: Path, *, show_shapes: bool, where: str = "") 
         raise ConfigError("kexp plot needs Graphviz's `dot` program, which is not installed: "
                           "install Graphviz (apt-get install graphviz, brew install graphviz, "
                           "or see https://graphviz.org/download/) and try again.")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    keras.utils.plot_model(model, to_file=str(output), show_shapes=show_shapes,
-                           show_layer_names=True, expand_nested=True, dpi=96)
+    with atomic_path(Path(output)) as tmp:  # a half-drawn image never replaces the old one
+        keras.utils.plot_model(model, to_file=str(tmp), show_shapes=show_shapes,
+                               show_layer_names=True, expand_nested=True, dpi=96)
