@@ -2,13 +2,15 @@
 #   make train   create .venv if missing, install kexp, train configs/digits_mlp.yaml
 #   make test    create .venv if missing, install kexp with test extras, run the tests
 #   make fuzz    5,000 Hypothesis examples of hostile and mutated configs (tests/test_fuzz_config.py)
+#   make soak    kill `kexp train` at random moments and resume it (SOAK_TRIALS=100)
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/digits_mlp.yaml
+SOAK_TRIALS ?= 100
 
-.PHONY: train test smoke bench fuzz lint catalog clean
+.PHONY: train test smoke soak bench fuzz lint catalog clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,9 @@ smoke: $(VENV)/.installed
 fuzz: $(VENV)/.installed-test
 	KEXP_FUZZ_EXAMPLES=2500 KEXP_FUZZ_DEADLINE=2 $(BIN)/python -m pytest -q \
 		tests/test_fuzz_config.py -k "random_yaml or mutated"
+
+soak: $(VENV)/.installed
+	$(BIN)/python -m kexp.tools.soak --trials $(SOAK_TRIALS)
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py

@@ -4,21 +4,17 @@ weights, and a run killed at any moment and resumed gives the weights of an unin
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 import re
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from kexp.cli.app import app
+from kexp.tools.soak import file_problems
 from kexp.training import resume as rs
 from tests.test_resume import (
     CONFIG,
@@ -168,38 +164,7 @@ def tensorboard_epochs(run: Path) -> dict[str, list[int]]:
 
 
 def assert_every_file_parses(run: Path, when: str) -> None:
-    """Every file of the run directory reads back with its format's reader. Hidden files
-    (temporaries of writes a kill interrupted, the lock) are not part of the run: the next
-    `--resume` removes the temporaries."""
-    for path in run.rglob("*"):
-        if path.is_dir() or any(part.startswith(".") for part in path.relative_to(run).parts):
-            continue
-        try:
-            _parse(path)
-        except Exception as exc:
-            raise AssertionError(f"{when}: {path} does not parse: {exc!r}") from exc
-
-
-def _parse(path: Path) -> None:
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    if path.suffix == ".json":
-        json.loads(path.read_text())
-    elif path.suffix == ".yaml":
-        yaml.safe_load(path.read_text())
-    elif path.suffix == ".csv":
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        assert rows and all(len(row) == len(rows[0]) for row in rows), "ragged rows"
-    elif path.suffix == ".keras":
-        with zipfile.ZipFile(path) as archive:
-            assert archive.testzip() is None and "config.json" in archive.namelist()
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            [data[key] for key in data.files]
-    elif path.suffix == ".txt":
-        path.read_text()
-    elif ".tfevents." in path.name:
-        assert list(EventFileLoader(str(path)).Load()), "no events"
-    else:
-        raise AssertionError("a file kexp does not write")
+    """Every file of the run directory reads back with its format's reader (hidden files --
+    the lock, temporaries of interrupted writes -- are not part of the run)."""
+    problems = file_problems(run)
+    assert not problems, f"{when}: {problems}"
