@@ -316,3 +316,25 @@ def test_streamed_validation_split_and_cache_keep_every_record_once(table, tmp_p
     assert sum(len(b[1]) for b in dataset.as_numpy_iterator()) == 2 * train.count
     assert list(tmp_path.glob("cache*"))  # the cache file was written
 
+
+
+# --------------------------------------------------------------------------- configs/
+
+
+FILE_CONFIGS = ("image_folder_convnet", "text_folder_reviews", "tfrecord_table", "csv_stream")
+
+
+def test_the_file_dataset_examples_are_skipped_by_smoke_only_when_their_data_is_absent(
+        tmp_path):
+    # `make smoke` (in CI) trains them on the data in configs/data
+    from kexp.tools.smoke import missing_requirement
+    from tests.conftest import CONFIGS
+
+    for name in FILE_CONFIGS:
+        assert missing_requirement(CONFIGS / f"{name}.yaml") == "", name
+        text = (CONFIGS / f"{name}.yaml").read_text()
+        (tmp_path / f"{name}.yaml").write_text(text + f"runs_dir: {tmp_path / 'runs'}\n")
+    why = missing_requirement(tmp_path / "tfrecord_table.yaml")  # data/ is not beside it
+    assert why == f"its data is not here ({tmp_path}/data/table-*.tfrecord does not exist)"
+    assert "data/shapes does not exist" in missing_requirement(
+        tmp_path / "image_folder_convnet.yaml")

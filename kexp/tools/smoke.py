@@ -1,8 +1,9 @@
 """``make smoke``: ``kexp train --smoke`` on every config of a folder, in one process.
 
 A config that needs something a fresh clone does not have — a Keras dataset file or
-pretrained weights that are not in Keras's cache (nothing is downloaded), or a ``base:`` run
-that has not been trained — is skipped with a message
+pretrained weights that are not in Keras's cache (nothing is downloaded), a ``base:`` run
+that has not been trained, or the files of a file dataset (an image folder, TFRecord shards)
+that are not here — is skipped with a message
 saying why. Any other failure fails the whole smoke run (exit 1).
 """
 
@@ -33,10 +34,31 @@ def missing_requirement(config: Path) -> str:
         return "it is a model-only config (no `data:` to train on)"
     spec = KERAS_DATASETS.get(cfg.data.type)
     path = cfg.data.args.get("path")
+    missing = _missing_files(cfg.data.type, path)
+    if missing:
+        return f"its data is not here ({missing} does not exist)"
     if spec is not None and not (path and Path(path).exists()) and not (
             keras_home() / spec.cached).exists():
         return (f"it needs the {spec.name} data ({spec.path_hint}) in Keras's cache "
                 f"({keras_home() / spec.cached}) or at `data.path`")
+    return ""
+
+
+# Datasets streamed from files a user points at (an image folder, TFRecord shards...).
+_FILE_DATASETS = ("image_directory", "text_directory", "tfrecord", "array_record")
+
+
+def _missing_files(data_type: str, path: object) -> str:
+    """The first of a file dataset's paths (files, folders or globs) that names nothing."""
+    import glob
+
+    if data_type not in _FILE_DATASETS or path is None:
+        return ""
+    for entry in path if isinstance(path, list) else [path]:
+        entry = str(entry)
+        found = glob.glob(entry) if any(c in entry for c in "*?[") else Path(entry).exists()
+        if not found:
+            return entry
     return ""
 
 
