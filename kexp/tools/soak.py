@@ -46,6 +46,7 @@ from pathlib import Path
 __all__ = ["CONFIG", "VARIANTS", "SoakResult", "run_soak", "file_problems", "main"]
 
 NAME = "soak"
+OVERSHOOT = 1.25  # kill moments go this far past a process's expected life
 EPOCHS = 3
 CONFIG = f"""
 name: {NAME}
@@ -243,6 +244,7 @@ class _Trial:
     failure: str  # '' when it passed
     where: Path  # the directory to look at
     left: str  # what the kill left
+    lived: float | None = None  # seconds the process lived, when it ended before the kill
 
 
 def _trial(variant: Variant, config: Path, runs: Path, delay: float, reference: list,
@@ -250,7 +252,7 @@ def _trial(variant: Variant, config: Path, runs: Path, delay: float, reference: 
     """Kill, check, resume, check."""
     lived = _kill_after(variant.train_args(config, runs), delay, runs.with_suffix(".log"))
     failure, where, left = _after_kill(variant, runs, reference, in_process)
-    return _Trial(failure, where, "exited by itself" if lived is not None else left)
+    return _Trial(failure, where, "exited by itself" if lived is not None else left, lived)
 
 
 def _after_kill(variant: Variant, runs: Path, reference: list,
@@ -304,9 +306,13 @@ def run_soak(trials: int, work: Path, *, seed: int | None = None, in_process: bo
 
     ``in_process``: the uninterrupted reference runs (but the first, which is timed) and the
     resumes run in this process, one trial at a time (faster: TensorFlow is imported once;
-    the killed runs are always their own processes). The kill moments are uniform over the
-    life of an uninterrupted ``kexp train`` process of the variant, measured once
-    (in-process, the one measured serves for all).
+    the killed runs are always their own processes).
+
+    The kill moments are uniform over the life of a ``kexp train`` process of the variant:
+    from 0 to ``OVERSHOOT`` times its latest lifetime — that of its uninterrupted reference
+    run (in-process: the one timed) until a trial's process ends before its kill and gives
+    a newer one (on a shared machine lifetimes move with the load). The overshoot puts
+    about one kill in five after the process's end, which keeps measuring it.
     """
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
@@ -322,24 +328,27 @@ def run_soak(trials: int, work: Path, *, seed: int | None = None, in_process: bo
     lifetimes = {v: lived for v, (_, lived) in zip(variants, measured, strict=True) if lived}
     longest = max(lifetimes.values())
     plan = [(t, VARIANTS[t % len(VARIANTS)]) for t in range(trials)]
-    delays = [rng.uniform(0.0, lifetimes.get(variant, longest)) for _, variant in plan]
 
     result = SoakResult()
     lock = threading.Lock()
 
     def one(t: int, variant: Variant) -> None:
         runs = work / f"trial-{t + 1:03d}"
+        with lock:
+            delay = rng.uniform(0.0, OVERSHOOT * lifetimes.get(variant, longest))
         try:
-            trial = _trial(variant, config, runs, delays[t], references[variant], in_process)
+            trial = _trial(variant, config, runs, delay, references[variant], in_process)
         except Exception as exc:  # a crash of the checks is a failed trial, not the end
             trial = _Trial(f"{type(exc).__name__}: {exc}", runs, "a crash of the soak")
         with lock:
+            if trial.lived is not None:
+                lifetimes[variant] = trial.lived
             if trial.failure:
                 result.failed.append((trial.where, trial.failure))
             else:
                 result.passed += 1
             result.outcomes[trial.left] = result.outcomes.get(trial.left, 0) + 1
-            report(f"trial {t + 1}/{trials} {variant.label:14} kill at {delays[t]:5.2f} s: "
+            report(f"trial {t + 1}/{trials} {variant.label:14} kill at {delay:5.2f} s: "
                    f"{trial.left}: "
                    f"{'FAILED ' + trial.failure if trial.failure else 'passed'}")
 
@@ -378,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="number of trials (default: $SOAK_TRIALS or 100)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="work directory (default: a new temporary one)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the kill moments")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the kill moments (the same moments with --jobs 1)")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("SOAK_JOBS") or 2),
                         help="trials run at a time (default: $SOAK_JOBS or 2)")
     parser.add_argument("--in-process", action="store_true",
