@@ -89,6 +89,8 @@ def export_run(run_dir: Path, checkpoint: str = "final", fmt: str = "saved_model
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}; received {fmt!r}")
     run_dir = find_run(Path(run_dir))
     file = checkpoint_file(run_dir, checkpoint)
+    target = Path(output) if output is not None else default_path(run_dir, fmt, checkpoint)
+    _check_target(target, fmt)
     cfg = load_run_config(run_dir)
     splits = load_run_splits(cfg)
     model = load_run_model(file, compile=False)
@@ -96,7 +98,6 @@ def export_run(run_dir: Path, checkpoint: str = "final", fmt: str = "saved_model
     specs = _input_specs(model, batch)
     names = _output_names(model, batch)
     expected = _as_list(model.predict(batch, verbose=0))
-    target = Path(output) if output is not None else default_path(run_dir, fmt, checkpoint)
     with _staged(target) as tmp:
         if fmt == "saved_model":
             _write_saved_model(model, specs, names, tmp)
@@ -214,6 +215,18 @@ def _write_tflite(saved_model: Path, path: Path) -> None:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model),
                                                          signature_keys=[SIGNATURE])
     path.write_bytes(converter.convert())
+
+
+def _check_target(target: Path, fmt: str) -> None:
+    """Refuse to replace anything but an earlier artifact of the same kind: ``-o .`` must
+    never remove a directory of the user's."""
+    from kexp.errors import DataError
+
+    if fmt == "saved_model" and target.exists() and not (target / "saved_model.pb").is_file():
+        raise DataError(f"-o {target}: exists and is not a SavedModel directory; kexp "
+                        "replaces only an earlier export. Give a new path.")
+    if fmt == "tflite" and target.is_dir():
+        raise DataError(f"-o {target}: is a directory; give a file name (model.tflite).")
 
 
 @contextlib.contextmanager

@@ -134,3 +134,10 @@ def test_export_bad_input(runs, tmp_path):
     (tmp_path / "r" / "run.json").write_text(json.dumps({"status": "failed"}))
     no_model = _kexp("export", tmp_path / "r")
     assert no_model.exit_code == 2 and "model.keras" in no_model.output
+    taken = tmp_path / "project"
+    (taken / "src").mkdir(parents=True)
+    refused = _kexp("export", runs["digits"], "-o", taken)
+    assert refused.exit_code == 2 and "not a SavedModel" in refused.output
+    assert (taken / "src").is_dir()
+    folder = _kexp("export", runs["digits"], "--format", "tflite", "-o", taken)
+    assert folder.exit_code == 2 and "is a directory" in folder.output
