@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from kexp.cli import (
     compare,
+    config_cmd,
     evaluate,
     export,
     list_cmd,
@@ -61,21 +62,47 @@ app = typer.Typer(
     help="Keras experiments from YAML configs: train, evaluate, predict, inspect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit(0)
+
+
+def version_text() -> str:
+    """kexp's version and those of Python, TensorFlow and Keras, from the installed
+    distributions' metadata (TensorFlow is not imported)."""
+    from importlib import metadata
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return (f"kexp {installed('kexp')} (Python {python}, TensorFlow {installed('tensorflow')}, "
+            f"Keras {installed('keras')})")
 
 
 @app.callback()
 def _root(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True,
+                                 callback=_print_version,
+                                 help="Show the versions of kexp, Python, TensorFlow and Keras."),
 ) -> None:
     ctx.obj = {"debug": debug}
 
 
 app.command("train")(train.train)
 app.command("validate")(validate.validate)
+app.command("config")(config_cmd.config)
 app.command("summary")(summary.summary)
 app.command("plot")(plot.plot)
 app.command("list")(list_cmd.list_components)

@@ -7,9 +7,8 @@ from typing import Literal
 
 import typer
 
-RunDirArg = typer.Argument(..., metavar="RUN_DIR",
-                           help="A run directory, or runs/<name> for its newest run.",
-                           show_default=False)
+from kexp.cli.options import QuietOpt, RunDirArg
+
 CheckpointOpt = typer.Option(
     "final", "--checkpoint", "-c",
     help="final: model.keras (the weights after the last epoch); best / last: "
@@ -26,6 +25,7 @@ def evaluate(
         [], "--data", "-d", metavar="P=VALUE",
         help="Override the run config's data.P, e.g. --data path=other.npz (relative paths "
         "resolve against the current directory). Repeatable."),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Evaluate a run's model: print its metrics and record them in the run's
     evaluation.json."""
@@ -37,6 +37,10 @@ def evaluate(
     run = find_run(run_dir)
     result = evaluate_run(run, checkpoint, split, data)
     record_evaluation(run, result)
+    if quiet:  # the metrics alone, one per line
+        for name, value in result.metrics.items():
+            typer.echo(f"{name} {value:.6g}")
+        return
     typer.echo(f"{run}: checkpoint {result.checkpoint}, {result.split} split "
                f"({result.samples} samples)")
     table = Table("metric", "value")

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import typer
 
-__all__ = ["ConfigArg", "SetOpt", "PluginOpt"]
+from kexp.cli.complete import config_files, run_dirs, set_values
+
+__all__ = ["ConfigArg", "SetOpt", "PluginOpt", "QuietOpt", "RunDirArg", "config_files",
+           "run_dirs"]
 
 ConfigArg = typer.Argument(..., exists=False, dir_okay=False, help="The experiment's YAML file.",
-                           show_default=False)
+                           show_default=False, autocompletion=config_files)
+RunDirArg = typer.Argument(..., metavar="RUN_DIR",
+                           help="A run directory, or runs/<name> for its newest run.",
+                           show_default=False, autocompletion=run_dirs)
+QuietOpt = typer.Option(False, "--quiet", "-q",
+                        help="Print only the final lines (the run directory, the metrics) "
+                        "and errors.")
 SetOpt = typer.Option(
-    [], "--set", "-s", metavar="PATH=VALUE",
+    [], "--set", "-s", metavar="PATH=VALUE", autocompletion=set_values,
     help="Override a config value after merging, e.g. --set model.layers[0].units=32 "
     "(VALUE is parsed as YAML). Repeatable.",
 )

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import typer
 
+from kexp.cli.options import run_dirs
+
 __all__ = ["runs", "duration_text"]
 
 STATUSES = ("completed", "failed", "interrupted", "running", "killed", "pruned", "unknown")
@@ -21,7 +23,8 @@ STATUSES = ("completed", "failed", "interrupted", "running", "killed", "pruned",
 def runs(
     runs_dir: Path = typer.Argument(Path("runs"), metavar="RUNS_DIR",
                                     help="Where run directories are (a runs_dir, "
-                                    "runs/<name>, a sweep directory, or one run)."),
+                                    "runs/<name>, a sweep directory, or one run).",
+                                    autocompletion=run_dirs),
     sort: str = typer.Option(None, "--sort", metavar="METRIC",
                              help="Sort by the best value of a history.csv column, best "
                              "first (its direction: accuracy up, loss down). Default: "

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import typer
 
-from kexp.cli.options import PluginOpt, SetOpt
+from kexp.cli.options import PluginOpt, QuietOpt, SetOpt, config_files, run_dirs
 
 
 def sweep(
     config: Path = typer.Argument(None, dir_okay=False, show_default=False, metavar="CONFIG",
-                                  help="The experiment's YAML file, with a sweep: block."),
+                                  help="The experiment's YAML file, with a sweep: block.",
+                                  autocompletion=config_files),
     set_: list[str] = SetOpt,
     plugin: list[str] = PluginOpt,
     name: str = typer.Option(None, "--name", help="Sweep name (default: the config's name:, "
@@ -30,9 +31,14 @@ def sweep(
                               "the storage (the same on every machine that shares it)."),
     resume: Path = typer.Option(None, "--resume", metavar="SWEEP_DIR", file_okay=False,
                                 help="Continue a sweep: finished trials are kept, trials that "
-                                "were running continue from their run directories."),
+                                "were running continue from their run directories.",
+                                autocompletion=run_dirs),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Run the config's sweep; prints the sweep directory and the best trial."""
+    from kexp.output import set_quiet
+
+    set_quiet(quiet)
     from kexp.sweep.directory import check_sweep, create_sweep, reopen_sweep
     from kexp.sweep.runner import run_sweep
 
@@ -61,7 +67,9 @@ def sweep(
         check_sweep(cfg, config, sets, plugin, storage)
         plan = create_sweep(cfg, storage, study)
     typer.echo(f"sweep directory: {plan.dir}")
-    typer.echo(f"{plan.trials} trials, {plan.jobs} at once; {plan.direction} {plan.metric}")
+    if not quiet:
+        typer.echo(f"{plan.trials} trials, {plan.jobs} at once; {plan.direction} "
+                   f"{plan.metric}")
     study_ = run_sweep(plan)
     _report(plan, study_)
 

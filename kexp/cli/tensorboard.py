@@ -12,12 +12,14 @@ from pathlib import Path
 
 import typer
 
+from kexp.cli.options import run_dirs
+
 
 def tensorboard(
     paths: list[Path] = typer.Argument(
         None, metavar="RUNS_DIR|RUN_DIR", show_default=False,
         help="Runs directories (every run under them), runs/<name> or run directories. "
-        "Default: runs."),
+        "Default: runs.", autocompletion=run_dirs),
     port: int = typer.Option(None, "--port", help="Port to serve on. Default: 6006, or the "
                              "next free port after it.", show_default=False),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind: 127.0.0.1 serves "

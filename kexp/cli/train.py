@@ -17,11 +17,12 @@ from pathlib import Path
 
 import typer
 
-from kexp.cli.options import PluginOpt, SetOpt
+from kexp.cli.options import PluginOpt, QuietOpt, SetOpt, config_files, run_dirs
 
 
 def train(
     config: Path = typer.Argument(None, dir_okay=False, show_default=False, metavar="CONFIG",
+                                  autocompletion=config_files,
                                   help="The experiment's YAML file (not with --resume)."),
     set_: list[str] = SetOpt,
     plugin: list[str] = PluginOpt,
@@ -32,6 +33,7 @@ def train(
     smoke: bool = typer.Option(False, "--smoke", help="Two batches of train and validation "
                                "data for one epoch, under <runs_dir>/_smoke/ (for CI)."),
     resume: Path = typer.Option(None, "--resume", metavar="RUN_DIR", file_okay=False,
+                                autocompletion=run_dirs,
                                 help="Continue an interrupted, killed or failed run from its "
                                 "own config.yaml and newest saved epoch. --set train.epochs=N "
                                 "(the one override allowed) extends a completed run."),
@@ -43,8 +45,12 @@ def train(
     local_workers: int = typer.Option(None, "--local-workers", metavar="N", min=1,
                                       help="multi_worker: start N workers on 127.0.0.1 and "
                                       "wait for them."),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Train a model as CONFIG says; prints the run directory."""
+    from kexp.output import set_quiet
+
+    set_quiet(quiet)
     if local_workers is not None:
         _check_not_both(workers, worker_index)
         _check_multi_worker(config, resume, set_, plugin)

@@ -30,6 +30,7 @@ from typing import Any
 
 from kexp.config.schema import Config
 from kexp.monitor import direction as metric_direction
+from kexp.output import quiet
 from kexp.runs import Run, atomic_write, now, read_run
 from kexp.sweep import results
 from kexp.sweep.space import as_set, suggest
@@ -294,8 +295,9 @@ class _Runner:
         else:
             self.study.tell(number, state=state.FAIL, skip_if_finished=True)
         results.write_trials_csv(self.sweep.dir, self.study, self.sweep.metric)
-        print(results.progress_line(self.study, number, self.sweep.metric,
-                                    self.sweep.trials), flush=True)
+        if not quiet():  # --quiet: the sweep directory and the best trial only
+            print(results.progress_line(self.study, number, self.sweep.metric,
+                                        self.sweep.trials), flush=True)
 
 
 def best_value(run_dir: Path, metric: str, direction: str) -> float | None:

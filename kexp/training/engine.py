@@ -49,6 +49,7 @@ import yaml
 
 from kexp.config.schema import Config
 from kexp.errors import ConfigError, Problem, TrainingError, error_line
+from kexp.output import notice, quiet
 from kexp.runs import Run, now, versions
 
 __all__ = ["train", "resume", "TrainOptions", "config_hash"]
@@ -150,8 +151,8 @@ def resume(path: Path, sets: Sequence[str] = (), command: Sequence[str] = (),
             _record_resume(cfg, options, run, plan, job)
             at_step = (f", step {job.dist.initial_step}"
                        if job.dist is not None and job.dist.initial_step else "")
-            print(f"resuming {plan.run.path} at epoch {start}{at_step} of {job.epochs}"
-                  + (f" (from {saved.path.name})" if saved else ""), file=sys.stderr)
+            notice(f"resuming {plan.run.path} at epoch {start}{at_step} of {job.epochs}"
+                   + (f" (from {saved.path.name})" if saved else ""))
             _check_data_and_fit(cfg, run, model, splits, job)
     finally:
         run.unlock()
@@ -186,8 +187,7 @@ def _start_strategy(cfg: Config) -> Any:
     if spec.strategy == "multi_worker":
         index, count = distribute.worker_index(), distribute.num_workers()
         role = " (chief)" if distribute.is_chief() else ""
-        print(f"worker {index} of {count}{role}, {strategy.num_replicas_in_sync} replicas",
-              file=sys.stderr, flush=True)
+        notice(f"worker {index} of {count}{role}, {strategy.num_replicas_in_sync} replicas")
     return strategy
 
 
@@ -426,7 +426,7 @@ def _prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: A
         standard.append(cb.RunCheckpoints(run, monitor, cfg.train.mode,
                                           best=_recorded_best(run, monitor) if resumed else None))
     standard.append(cb.RunRecorder(run))
-    if cfg.train.progress and _is_chief(cfg):  # one progress display per cluster
+    if cfg.train.progress and _is_chief(cfg) and not quiet():  # one display per cluster
         standard.append(cb.Progress(epochs, steps))
     callbacks = ([counter] if counter else []) + user + standard + list(options.callbacks)
     if resumed:
