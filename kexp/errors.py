@@ -72,9 +72,13 @@ def error_line(exc: BaseException) -> str:
     """The line of an exception's message that says what is wrong, for a one-line report.
 
     Keras wraps a layer's complaint in "Exception encountered when calling X.call()" and bold
-    terminal codes; those are dropped. The exception's type name when the message is empty.
+    terminal codes, TensorFlow an op's in ``{{function_node ...}}`` and ``[Op:...]``; those
+    are dropped. The exception's type name when the message is empty.
     """
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    text = str(getattr(exc, "message", None) or exc)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in text.splitlines()]
     lines = [line for line in lines
              if line and not line.startswith("Exception encountered when calling")]
-    return lines[0] if lines else type(exc).__name__
+    line = re.sub(r"\s*\[Op:[^\]]*\].*$", "", lines[0]) if lines else ""
+    return line or type(exc).__name__

@@ -161,6 +161,8 @@ CASES = [
           "received 4 with distribute.strategy: mirrored", "train.loop: custom")),
     Case("validation_twice", "validation_twice.yaml",
          ("validation_twice.yaml:3:", "data.validation_split", "not both")),
+    Case("cache_empty_name", "cache_empty_name.yaml",
+         ("cache_empty_name.yaml:3:", "data.cache", "expected memory, a file path")),
     Case("imdb_mode", "imdb_mode.yaml",
          ("imdb_mode.yaml:2:", "data.mode", "imdb: expected multi_hot or sequences", "'bag'")),
     # --- misspelled keys

@@ -24,7 +24,7 @@ def rule_problems(cfg: Config, sections: set[str]) -> list[Problem]:
         if {"train", "compile"} <= sections:
             problems += _steps_per_execution_under_strategy(cfg)
     if "data" in sections and cfg.data is not None:
-        problems += _validation_given_twice(cfg)
+        problems += _validation_given_twice(cfg) + _cache_named(cfg)
     return problems
 
 
@@ -74,3 +74,10 @@ def _validation_given_twice(cfg: Config) -> list[Problem]:
         return []
     return [Problem("data.validation_split", "give either `validation:` (a dataset) or "
                     "`validation_split:` (a fraction of train), not both")]
+
+
+def _cache_named(cfg: Config) -> list[Problem]:
+    """``cache:`` is true, false, ``memory`` or a file path: not an empty name."""
+    if cfg.data.cache != "":
+        return []
+    return [Problem("data.cache", "expected memory, a file path, true or false; received ''")]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kexp.data.files import display_path
 from kexp.data.stream import Stream
-from kexp.errors import DataError
+from kexp.errors import DataError, error_line
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -150,9 +150,7 @@ class _Folder(Stream):
             try:
                 self.load(tf.constant(path)).numpy()
             except (tf.errors.OpError, ValueError) as exc:
-                from kexp.data.stream import _first_line
-
-                return f"{display_path(path)}: cannot read this file ({_first_line(exc)})."
+                return f"{display_path(path)}: cannot read this file ({error_line(exc)})."
         return None
 
 

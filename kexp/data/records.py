@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kexp.data.files import MISSING_MARKERS, _groups, _is_number, _unknown, display_path
-from kexp.data.stream import Stream, _first_line
-from kexp.errors import DataError
+from kexp.data.stream import Stream
+from kexp.errors import DataError, error_line
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -213,7 +213,7 @@ class TFRecords(_Records):
 
 
 def _record_problem(exc: BaseException) -> str:
-    text = _first_line(exc)
+    text = error_line(exc)
     lowered = text.lower()
     if "truncated" in lowered or "corrupted" in lowered or "data loss" in lowered:
         return f"the file is truncated or corrupt ({text})"

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kexp.errors import ConfigError, DataError
+from kexp.errors import DataError, error_line
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -112,7 +112,7 @@ class Stream:
             try:
                 self._count = self.count_samples()
             except tf.errors.OpError as exc:
-                raise DataError(self.locate_error() or f"{self.source}: {_first_line(exc)}"
+                raise DataError(self.locate_error() or f"{self.source}: {error_line(exc)}"
                                 ) from None
             if self._count == 0:
                 raise DataError(f"{self.source}: no samples.")
@@ -136,7 +136,7 @@ class Stream:
         try:
             batch = next(iter(dataset.as_numpy_iterator()), None)
         except tf.errors.OpError as exc:
-            raise DataError(self.locate_error() or f"{self.source}: {_first_line(exc)}") from None
+            raise DataError(self.locate_error() or f"{self.source}: {error_line(exc)}") from None
         if batch is None:
             raise DataError(f"{self.source}: no samples.")
 
@@ -321,17 +321,6 @@ def explain_failure(exc: BaseException) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of a TensorFlow error, without its node and op decorations."""
-    import re
-
-    text = getattr(exc, "message", None) or str(exc)
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(text))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line = re.sub(r"\s*\[Op:[^\]]*\].*$", "", lines[0]) if lines else ""
-    return line or type(exc).__name__
-
-
 def check_cache(cache: Any) -> str | None:
     """``data.cache`` for a stream: ``memory``, a file path, or nothing (``false``; ``true``
     means ``memory``)."""
@@ -339,7 +328,4 @@ def check_cache(cache: Any) -> str | None:
         return "memory"
     if cache is False or cache is None:
         return None
-    if isinstance(cache, str) and cache:
-        return cache
-    raise ConfigError(f"data.cache: expected memory, a file path, true or false; received "
-                      f"{cache!r}.")
+    return cache or None  # the config check refuses an empty name
