@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -191,6 +192,8 @@ def _parse(path: Path) -> None:
             [data[key] for key in data.files]
     elif path.suffix == ".txt":
         path.read_text()
+    elif path.suffix == ".png":
+        _check_png(path.read_bytes())
     elif ".tfevents." in path.name:
         from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
@@ -201,6 +204,23 @@ def _parse(path: Path) -> None:
 
 
 _READING = threading.RLock()  # Keras and TensorBoard readers, one thread at a time
+
+
+def _check_png(data: bytes) -> None:
+    """A whole PNG: the signature, then chunks whose CRCs match, up to ``IEND``."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError("no PNG signature")
+    at = 8
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        kind, body = data[at + 4:at + 8], data[at + 8:at + 8 + length]
+        crc = data[at + 8 + length:at + 12 + length]
+        if len(body) != length or zlib.crc32(kind + body).to_bytes(4, "big") != crc:
+            raise ValueError(f"a damaged {kind!r} chunk at byte {at}")
+        if kind == b"IEND":
+            return
+        at += 12 + length
+    raise ValueError("truncated (no IEND chunk)")
 
 
 def _weights(path: Path) -> list:
