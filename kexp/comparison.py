@@ -75,24 +75,21 @@ class Comparison:
     def plot(self, file: Path) -> Path:
         """Every run's curve of each metric, overlaid, one panel per metric, labelled by the
         differing values; written atomically to ``file`` (PNG)."""
-        from kexp.curves import epoch_axis, new_figure, save_figure
+        from kexp.curves import epoch_axis, figure
 
-        fig, axes = new_figure(len(self.metrics))
-        for ax, metric in zip(axes, self.metrics, strict=True):
-            for result, label in zip(self.results, self.labels(), strict=True):
-                values = result.history.get(metric)
-                if values:
-                    ax.plot(_epochs(result, len(values)), values, marker="o", markersize=3,
-                            label=label)
-            ax.set_title(f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} "
-                         "is better)")
-            ax.set_ylabel(metric)
-            if ax.has_data():
-                x_min, x_max = ax.dataLim.intervalx
-                epoch_axis(ax, x_min, x_max)
-            if ax.has_data():
-                ax.legend(fontsize="small")
-        save_figure(fig, Path(file))
+        with figure(len(self.metrics), Path(file)) as (_, axes):
+            for ax, metric in zip(axes, self.metrics, strict=True):
+                for result, label in zip(self.results, self.labels(), strict=True):
+                    values = result.history.get(metric)
+                    if values:
+                        ax.plot(_epochs(result, len(values)), values, marker="o",
+                                markersize=3, label=label)
+                ax.set_title(f"{metric} ({'higher' if higher_is_better(metric) else 'lower'}"
+                             " is better)")
+                ax.set_ylabel(metric)
+                if ax.has_data():
+                    epoch_axis(ax, *ax.dataLim.intervalx)
+                    ax.legend(fontsize="small")
         return Path(file)
 
 

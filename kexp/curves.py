@@ -9,6 +9,7 @@ import contextlib
 import math
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from kexp.results import read_result
 from kexp.runs import atomic_path
 
 __all__ = ["CURVES_FILE", "draw_run_curves", "draw_run_curves_at_end", "warm_up", "curve_panels",
-           "new_figure", "epoch_axis", "save_figure"]
+           "figure", "epoch_axis"]
 
 CURVES_FILE = "curves.png"
 # history.csv columns that are not a metric curve.
@@ -47,26 +48,28 @@ def draw_run_curves(run_dir: Path) -> Path:
         "val_loss" if "val_loss" in history else "loss")
     best = result.best_epoch(monitor) if monitor in history else None
     epochs = history.get("epoch") or list(range(len(next(iter(history.values()), []))))
-    fig, axes = new_figure(max(len(panels), 1))
-    fig.suptitle(f"{result.name} — {result.status}, {len(epochs)} epoch(s)"
-                 + (f"; best {monitor} at epoch {epochs[best]}" if best is not None else ""))
-    if not panels:
-        axes[0].text(0.5, 0.5, "no completed epoch", ha="center", va="center")
-        axes[0].set_axis_off()
-    for ax, (train, val) in zip(axes, panels, strict=False):
-        for column, label in ((train, "train"), (val, "validation")):
-            if column in history:
-                ax.plot(epochs, history[column], marker="o", markersize=3, label=label)
-        if best is not None:
-            ax.axvline(epochs[best], color="gray", linestyle="--", linewidth=1,
-                       label=f"best {monitor} (epoch {epochs[best]})")
-            if monitor in (train, val):
-                ax.plot([epochs[best]], [history[monitor][best]], marker="*", markersize=12,
-                        color="crimson", linestyle="none")
-        ax.set_title(train)
-        epoch_axis(ax, epochs[0], epochs[-1])
-        ax.legend(fontsize="small")
-    return save_figure(fig, Path(run_dir) / CURVES_FILE)
+    file = Path(run_dir) / CURVES_FILE
+    with figure(max(len(panels), 1), file) as (fig, axes):
+        fig.suptitle(f"{result.name} — {result.status}, {len(epochs)} epoch(s)"
+                     + (f"; best {monitor} at epoch {epochs[best]}" if best is not None
+                        else ""))
+        if not panels:
+            axes[0].text(0.5, 0.5, "no completed epoch", ha="center", va="center")
+            axes[0].set_axis_off()
+        for ax, (train, val) in zip(axes, panels, strict=False):
+            for column, label in ((train, "train"), (val, "validation")):
+                if column in history:
+                    ax.plot(epochs, history[column], marker="o", markersize=3, label=label)
+            if best is not None:
+                ax.axvline(epochs[best], color="gray", linestyle="--", linewidth=1,
+                           label=f"best {monitor} (epoch {epochs[best]})")
+                if monitor in (train, val):
+                    ax.plot([epochs[best]], [history[monitor][best]], marker="*",
+                            markersize=12, color="crimson", linestyle="none")
+            ax.set_title(train)
+            epoch_axis(ax, epochs[0], epochs[-1])
+            ax.legend(fontsize="small")
+    return file
 
 
 def warm_up() -> None:
@@ -93,18 +96,27 @@ def draw_run_curves_at_end(run_dir: Path) -> None:
               f"{exc}", file=sys.stderr)
 
 
-def new_figure(panels: int) -> tuple[Any, list[Any]]:
-    """A figure of ``panels`` axes, up to three per row (unused cells hidden)."""
+@contextlib.contextmanager
+def figure(panels: int, file: Path) -> Iterator[tuple[Any, list[Any]]]:
+    """A figure of ``panels`` axes, up to three per row, drawn in matplotlib's default style
+    (whatever style a plugin or Optuna set in this process) and written to ``file`` as PNG,
+    atomically, when the block ends."""
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     cols = min(3, panels)
     rows = math.ceil(panels / cols)
-    fig = Figure(figsize=(4.8 * cols, 3.6 * rows), layout="constrained")
-    grid = fig.subplots(rows, cols, squeeze=False)
-    cells = [ax for row in grid for ax in row]
-    for ax in cells[panels:]:
-        ax.set_visible(False)
-    return fig, cells[:panels]
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(4.8 * cols, 3.6 * rows), layout="constrained")
+        FigureCanvasAgg(fig)
+        grid = fig.subplots(rows, cols, squeeze=False)
+        cells = [ax for row in grid for ax in row]
+        for ax in cells[panels:]:
+            ax.set_visible(False)
+        yield fig, cells[:panels]
+        with atomic_path(file) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
 
 
 def epoch_axis(ax: Any, first: float, last: float) -> None:
@@ -116,13 +128,3 @@ def epoch_axis(ax: Any, first: float, last: float) -> None:
     ax.set_xlim(first - 0.5, last + 0.5)
     ax.xaxis.set_major_locator(MultipleLocator(max(1, math.ceil((last - first) / 8))))
     ax.grid(True, alpha=0.3)
-
-
-def save_figure(fig: Any, file: Path) -> Path:
-    """Write ``fig`` as PNG, atomically (a reader never sees half an image)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    with atomic_path(file) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return file

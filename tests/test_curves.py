@@ -91,3 +91,20 @@ def test_curves_of_a_multi_output_run_and_of_a_run_without_epochs(tmp_path):
     draw_run_curves(empty)
     pixels = _pixels(empty / "curves.png")
     assert pixels.shape[1] >= 400 and (pixels.sum(axis=2) < 600).any()
+
+
+def test_curves_are_drawn_in_the_default_style_whatever_the_process_set(tmp_path):
+    """Optuna's plots (a sweep in the same process) and plugins may change matplotlib's
+    global style; curves.png keeps its colours."""
+    import matplotlib.style
+
+    from kexp.curves import draw_run_curves
+
+    (tmp_path / "run.json").write_text('{"status": "completed", "monitor": "val_loss"}')
+    (tmp_path / "history.csv").write_text(
+        "epoch,loss,val_loss\n0,1.0,1.2\n1,0.6,0.9\n2,0.4,0.8\n")
+    with matplotlib.style.context("ggplot"):
+        draw_run_curves(tmp_path)
+    pixels = _pixels(tmp_path / "curves.png")
+    assert (np.abs(pixels - (0x1F, 0x77, 0xB4)).sum(axis=2) < 30).sum() > 40
+    assert (np.abs(pixels - (0xFF, 0x7F, 0x0E)).sum(axis=2) < 30).sum() > 40
