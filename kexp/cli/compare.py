@@ -8,11 +8,14 @@ from typing import Literal
 
 import typer
 
+from kexp.cli.options import run_dirs
+
 
 def compare(
-    paths: list[Path] = typer.Argument(..., metavar="RUN_OR_SWEEP...", show_default=False,
+    paths: list[Path] = typer.Argument(..., metavar="RUN_OR_SWEEP", show_default=False,
                                        help="Run directories, runs/<name> (all its runs) or "
-                                       "sweep directories (their trials)."),
+                                       "sweep directories (their trials).",
+                                       autocompletion=run_dirs),
     metric: list[str] = typer.Option(
         [], "--metric", "-m", metavar="METRIC",
         help="A history.csv column to report and sort by (default: the runs' monitored "

@@ -8,7 +8,8 @@ from typing import Literal
 
 import typer
 
-from kexp.cli.evaluate import CheckpointOpt, RunDirArg
+from kexp.cli.evaluate import CheckpointOpt
+from kexp.cli.options import RunDirArg
 
 
 def export(
