@@ -62,7 +62,7 @@ def create_sweep(cfg: Config, storage: str | None, study: str | None) -> Sweep:
     atomic_write(path / "config.yaml", yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
     name = study or f"{cfg.run_name()}/{path.name}"
     url = storage or embedded_url(path)
-    sweep = Sweep(path, cfg, url, name, cfg.sweep.trials, cfg.sweep.jobs)
+    sweep = Sweep(path, cfg, url, name, _budget(cfg, cfg.sweep.trials), cfg.sweep.jobs)
     info = {
         "name": cfg.run_name(),
         "status": "running",
@@ -101,5 +101,18 @@ def reopen_sweep(sweep_dir: Path, storage: str | None, trials: int | None,
             raise ConfigError(Problem("", f"this sweep's study is in {info.get('storage')}, "
                                       "whose password kexp does not keep: give the URL again "
                                       "with --storage", "--resume"))
-    return Sweep(sweep_dir, cfg, storage, info["study"], trials or cfg.sweep.trials,
+    return Sweep(sweep_dir, cfg, storage, info["study"], _budget(cfg, trials or cfg.sweep.trials),
                  jobs or cfg.sweep.jobs)
+
+
+def _budget(cfg: Config, trials: int) -> int:
+    """The number of trials: with the grid sampler, at most one per point of the grid."""
+    if cfg.sweep.sampler.type.lower() != "grid":
+        return trials
+    from kexp.sweep.space import grid_size, grid_space
+
+    size = grid_size(grid_space(cfg))
+    if size < trials:
+        print(f"note: the grid has {size} points; running {size} trials, not {trials}",
+              file=sys.stderr)
+    return min(size, trials)

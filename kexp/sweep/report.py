@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import keras
 
 from kexp.runs import Run
+from kexp.sweep.study import redact
 from kexp.sweep.trial import TrialContext
 
 __all__ = ["TrialReporter"]
@@ -43,8 +45,15 @@ class TrialReporter(keras.callbacks.Callback):
             return
         if not math.isfinite(value):
             return
-        self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        try:
+            self.trial.report(value, epoch)
+            prune = self.trial.should_prune()
+        except Exception as exc:  # the study's database is away: train on, unpruned
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"warning: epoch {epoch} not reported to the study: "
+                  f"{redact(first)}", file=sys.stderr)
+            return
+        if prune:
             self.model.stop_training = True
             Run(self.context.run_dir).update(pruned_epoch=epoch)
 

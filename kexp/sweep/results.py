@@ -59,10 +59,12 @@ def progress_line(study: Any, number: int, metric: str, total: int) -> str:
     (trial 1)``: how many trials have finished, this one's values and result, the best."""
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     params = " ".join(f"{p}={_short(v)}" for p, v in values_of(trial).items())
-    if trial.value is not None:
+    if trial.state.name == "PRUNED":
+        last = max(trial.intermediate_values, default=None)
+        result = ("" if last is None else
+                  f"after epoch {last}: {metric} {trial.intermediate_values[last]:.4g}")
+    elif trial.value is not None:
         result = f"{metric} {trial.value:.4g}"
-    elif trial.state.name == "PRUNED":
-        result = f"pruned at epoch {max(trial.intermediate_values, default=0)}"
     else:
         result = trial.user_attrs.get("reason", "")
     best = best_trial(study)
@@ -73,18 +75,20 @@ def progress_line(study: Any, number: int, metric: str, total: int) -> str:
 
 def write_trials_csv(sweep_dir: Path, study: Any, metric: str) -> None:
     """``trials.csv``: one row per trial — number, state, each parameter, the metric, the
-    run directory, the failure reason."""
+    run directory, the sweep process that ran it (``host:pid``), the reason it failed or was
+    pruned."""
     trials = study.get_trials(deepcopy=False)
     params = list(dict.fromkeys(p for t in trials for p in values_of(t)))
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["number", "state", *params, metric, "run_dir", "reason"])
+    writer.writerow(["number", "state", *params, metric, "run_dir", "worker", "reason"])
     for trial in trials:
         values = values_of(trial)
         writer.writerow([trial.number, state_name(trial),
                          *[_cell(values.get(p)) for p in params],
                          "" if trial.value is None else repr(float(trial.value)),
-                         trial.user_attrs.get("run_dir", ""), trial.user_attrs.get("reason", "")])
+                         trial.user_attrs.get("run_dir", ""), trial.user_attrs.get("worker", ""),
+                         trial.user_attrs.get("reason", "")])
     atomic_write(Path(sweep_dir) / "trials.csv", out.getvalue())
 
 

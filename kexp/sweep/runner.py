@@ -21,6 +21,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp.config.schema import Config
+from kexp.errors import KexpError
 from kexp.monitor import direction as metric_direction
 from kexp.output import quiet
 from kexp.runs import Run, atomic_write, now, read_run
@@ -40,6 +42,8 @@ from kexp.sweep.trial import ENV, TrialContext
 __all__ = ["Sweep", "run_sweep", "trial_dir"]
 
 POLL_SECONDS = 0.2
+# Which sweep process ran a trial (trials.csv's `worker`): several may share a study.
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def trial_dir(sweep_dir: Path, number: int) -> Path:
@@ -98,7 +102,12 @@ def open_study(sweep: Sweep) -> Any:
 def run_sweep(sweep: Sweep) -> Any:
     """Run (or continue) the sweep until the study has ``trials`` trials and this process's
     have all ended; return the study. Ctrl-C / SIGTERM stop every trial process (their runs
-    are marked ``interrupted``) and raise ``KeyboardInterrupt``."""
+    are marked ``interrupted``) and raise ``KeyboardInterrupt``.
+
+    Raises:
+        StorageLost: the study's storage stopped answering (a database server went away);
+            the trials are stopped as on Ctrl-C, for ``--resume`` to continue.
+    """
     study = open_study(sweep)
     runner = _Runner(sweep, study)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -106,19 +115,48 @@ def run_sweep(sweep: Sweep) -> Any:
         runner.loop()
     except KeyboardInterrupt:
         runner.stop()
-        _update_sweep_json(sweep, study, status="interrupted")
+        _write_results(sweep, study, status="interrupted")
         raise
+    except Exception as exc:
+        if not _storage_error(exc):
+            raise
+        runner.stop()
+        info = {**read_sweep(sweep.dir), "status": "interrupted", "updated": now()}
+        atomic_write(sweep.dir / "sweep.json", json.dumps(info, indent=2) + "\n")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        from kexp.sweep.study import redact
+
+        raise StorageLost(
+            f"the study storage {redact(sweep.storage)} stopped answering: {redact(first)}\n"
+            f"the running trials were stopped and are kept; when it is back: kexp sweep "
+            f"--resume {sweep.dir}" + ("" if sweep.storage.startswith("sqlite") else
+                                       " --storage URL")) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    finished = _count_finished(study)
-    _update_sweep_json(sweep, study, status="completed" if finished >= sweep.trials
-                       else "running")
+    _write_results(sweep, study, final=True)
     results.write_plots(sweep.dir, study)
     return study
 
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+class StorageLost(KexpError):
+    """The study's database went away during a sweep (exit code 1)."""
+
+    exit_code = 1
+
+
+def _storage_error(exc: Exception) -> bool:
+    import optuna
+
+    try:
+        import sqlalchemy.exc
+    except ImportError:
+        return isinstance(exc, optuna.exceptions.StorageInternalError)
+    return isinstance(exc, (sqlalchemy.exc.SQLAlchemyError,
+                            optuna.exceptions.StorageInternalError))
 
 
 def _count_finished(study: Any) -> int:
@@ -189,6 +227,7 @@ class _Runner:
             trial.set_user_attr("sweep_dir", str(sweep.dir))
             trial.set_user_attr("run_dir", str(trial_dir(sweep.dir, trial.number)))
             trial.set_user_attr("values", json.dumps(values))
+            trial.set_user_attr("worker", WORKER)
         return trial, lock_fd, values
 
     def _adopt(self) -> None:
@@ -208,6 +247,8 @@ class _Runner:
         """A taken-over trial: tell the outcome its run directory holds, or continue it
         (``kexp train --resume``), or start it again when its process died before the
         first saved epoch. True when a process was started."""
+        import optuna
+
         frozen = self._frozen(number)
         if frozen.state.is_finished():
             os.close(fd)
@@ -224,6 +265,7 @@ class _Runner:
 
             shutil.rmtree(run_dir)  # nothing saved yet: start it again
         values = json.loads(frozen.user_attrs.get("values", "{}"))
+        optuna.trial.Trial(self.study, frozen._trial_id).set_user_attr("worker", WORKER)
         self._spawn(number, frozen._trial_id, values, fd, resume=resume)
         return True
 
@@ -281,7 +323,9 @@ class _Runner:
         state = optuna.trial.TrialState
         run_dir = trial_dir(self.sweep.dir, number)
         value = best_value(run_dir, self.sweep.metric, self.sweep.direction)
-        status = "pruned" if info.get("pruned_epoch") is not None else info.get("status")
+        status = info.get("status")
+        if status != "failed" and info.get("pruned_epoch") is not None:
+            status = "pruned"
         reason = str(info.get("reason") or "")
         if status == "completed" and value is None:
             status, reason = "failed", (f"{self.sweep.metric} is not in the trial's "
@@ -289,15 +333,23 @@ class _Runner:
         if reason:
             optuna.trial.Trial(self.study, trial_id).set_user_attr("reason", reason)
         if status == "completed":
-            self.study.tell(number, value, skip_if_finished=True)
-        elif status == "pruned":
-            self.study.tell(number, state=state.PRUNED, skip_if_finished=True)
+            _tell(self.study, number, values=value)
         else:
-            self.study.tell(number, state=state.FAIL, skip_if_finished=True)
-        results.write_trials_csv(self.sweep.dir, self.study, self.sweep.metric)
+            _tell(self.study, number, state=state.PRUNED if status == "pruned" else state.FAIL)
+        _write_results(self.sweep, self.study)
         if not quiet():  # --quiet: the sweep directory and the best trial only
             print(results.progress_line(self.study, number, self.sweep.metric,
                                         self.sweep.trials), flush=True)
+
+
+def _tell(study: Any, number: int, **outcome: Any) -> None:
+    """``study.tell``, once. (Optuna's grid sampler calls ``study.stop()`` when its last
+    point is told, which raises outside ``study.optimize``; the outcome is stored by then.)"""
+    try:
+        study.tell(number, skip_if_finished=True, **outcome)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
 
 
 def best_value(run_dir: Path, metric: str, direction: str) -> float | None:
@@ -355,6 +407,18 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def _write_results(sweep: Sweep, study: Any, status: str = "running",
+                   final: bool = False) -> None:
+    """trials.csv and sweep.json (best.yaml once every trial has finished), from the study
+    as it is now. Under the budget lock: processes sharing the sweep directory write one
+    at a time, and the last write follows the last trial's outcome."""
+    with budget_lock(sweep.storage, sweep.study, sweep.dir):
+        results.write_trials_csv(sweep.dir, study, sweep.metric)
+        if final:
+            status = "completed" if _count_finished(study) >= sweep.trials else "running"
+        _update_sweep_json(sweep, study, status)
 
 
 def _update_sweep_json(sweep: Sweep, study: Any, status: str) -> None:
