@@ -3,6 +3,7 @@
 #   make test    create .venv if missing, install kexp with test extras, run the tests
 #   make fuzz    5,000 Hypothesis examples of hostile and mutated configs (tests/test_fuzz_config.py)
 #   make soak    kill `kexp train` at random moments and resume it (SOAK_TRIALS=100)
+#   make soak-sweep  the sweep acceptance: a 12-trial sweep; kill -9 five times, resume
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= configs/digits_mlp.yaml
 SOAK_TRIALS ?= 100
 
-.PHONY: train test smoke soak bench fuzz lint catalog clean
+.PHONY: train test smoke soak soak-sweep bench fuzz lint catalog clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,9 @@ fuzz: $(VENV)/.installed-test
 
 soak: $(VENV)/.installed
 	$(BIN)/python -m kexp.tools.soak --trials $(SOAK_TRIALS)
+
+soak-sweep: $(VENV)/.installed-test
+	KEXP_SOAK=1 $(BIN)/python -m pytest -q -s tests/test_sweep_soak.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py

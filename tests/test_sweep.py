@@ -131,6 +131,7 @@ def test_unreachable_storage_exit_2_without_the_password(tmp_path, kexp):
     result = kexp("sweep", config, "--runs-dir", tmp_path / "runs", "--storage", url)
     assert result.exit_code == 2, result.output
     assert "--storage" in result.stderr and "cannot use the study storage" in result.stderr
+    assert "connect" in result.stderr.lower()  # the server, not a missing driver
     assert "s3cret-pw" not in result.stderr and "kexp:***@" in result.stderr
     assert not (tmp_path / "runs").exists()
 
@@ -487,7 +488,9 @@ def test_two_processes_share_a_postgresql_study(postgresql, tmp_path):
                  for i in (1, 2)]
     for process in processes:
         assert process.wait(timeout=900) == 0, process.stderr.read()[-2000:]
-    study = optuna.load_study(study_name="shared", storage=postgresql.url)
+    from kexp.sweep.study import driver_url
+
+    study = optuna.load_study(study_name="shared", storage=driver_url(postgresql.url))
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == list(range(8))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)

@@ -222,26 +222,37 @@ class _Runner:
             if len(self.study.get_trials(deepcopy=False)) >= sweep.trials:
                 return None
             trial = self.study.ask()
-            values = suggest(trial, sweep.cfg.sweep.params)
-            lock_fd = _hold(sweep.dir, trial.number)
-            trial.set_user_attr("sweep_dir", str(sweep.dir))
-            trial.set_user_attr("run_dir", str(trial_dir(sweep.dir, trial.number)))
-            trial.set_user_attr("values", json.dumps(values))
-            trial.set_user_attr("worker", WORKER)
+            values, lock_fd = self._record(trial)
         return trial, lock_fd, values
+
+    def _record(self, trial: Any) -> tuple[dict[str, Any], int]:
+        """Give a claimed trial its values and run directory, in the study; take its lock."""
+        values = suggest(trial, self.sweep.cfg.sweep.params)
+        lock_fd = _hold(self.sweep.dir, trial.number)
+        trial.set_user_attr("sweep_dir", str(self.sweep.dir))
+        trial.set_user_attr("run_dir", str(trial_dir(self.sweep.dir, trial.number)))
+        trial.set_user_attr("values", json.dumps(values))
+        trial.set_user_attr("worker", WORKER)
+        return values, lock_fd
 
     def _adopt(self) -> None:
         """Take over this sweep's trials that are running without a live sweep process
-        (it was killed, or interrupted): their locks are free."""
+        (it was killed, or interrupted): their locks are free. A trial without a sweep
+        directory lost its process while being claimed (which happens under the budget
+        lock, held here): it is given its values here."""
         import optuna
 
-        for trial in self.study.get_trials(deepcopy=False,
-                                           states=(optuna.trial.TrialState.RUNNING,)):
-            if trial.user_attrs.get("sweep_dir") != str(self.sweep.dir):
-                continue
-            fd = _hold(self.sweep.dir, trial.number, blocking=False)
-            if fd is not None:  # else another process of this sweep has it
-                self.pending[trial.number] = fd
+        sweep = self.sweep
+        with budget_lock(sweep.storage, sweep.study, sweep.dir):
+            for trial in self.study.get_trials(deepcopy=False,
+                                               states=(optuna.trial.TrialState.RUNNING,)):
+                if "sweep_dir" not in trial.user_attrs:
+                    _, fd = self._record(optuna.trial.Trial(self.study, trial._trial_id))
+                    self.pending[trial.number] = fd
+                elif trial.user_attrs["sweep_dir"] == str(sweep.dir):
+                    fd = _hold(sweep.dir, trial.number, blocking=False)
+                    if fd is not None:  # else another process of this sweep has it
+                        self.pending[trial.number] = fd
 
     def _continue(self, number: int, fd: int) -> bool:
         """A taken-over trial: tell the outcome its run directory holds, or continue it

@@ -44,6 +44,18 @@ def has_password(url: str) -> bool:
     return redact(url) != url
 
 
+def driver_url(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 reads a bare
+    ``postgresql://`` as psycopg 3, and ``kexp[postgresql]`` installs psycopg2."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def quiet_optuna() -> None:
     """Optuna logs every trial at INFO; kexp prints its own progress lines."""
     import optuna
@@ -57,6 +69,7 @@ def open_storage(url: str) -> Any:
     import optuna
 
     quiet_optuna()
+    given, url = url, driver_url(url)
     try:
         if url.startswith("sqlite"):
             return optuna.storages.RDBStorage(
@@ -71,7 +84,7 @@ def open_storage(url: str) -> Any:
         return storage
     except Exception as exc:  # each driver raises its own kind
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(Problem("", f"cannot use the study storage {redact(url)}: "
+        raise ConfigError(Problem("", f"cannot use the study storage {redact(given)}: "
                                   f"{redact(first)}", "--storage")) from None
 
 
@@ -135,7 +148,7 @@ def budget_lock(url: str, study_name: str, sweep_dir: Path) -> Iterator[None]:
     if url.startswith("postgresql"):
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10},
+        engine = sqlalchemy.create_engine(driver_url(url), connect_args={"connect_timeout": 10},
                                           poolclass=sqlalchemy.pool.NullPool)
         key = zlib.crc32(f"kexp-sweep:{study_name}".encode())
         with engine.connect() as conn:
