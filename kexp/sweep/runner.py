@@ -124,13 +124,13 @@ def run_sweep(sweep: Sweep) -> Any:
         info = {**read_sweep(sweep.dir), "status": "interrupted", "updated": now()}
         atomic_write(sweep.dir / "sweep.json", json.dumps(info, indent=2) + "\n")
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        from kexp.sweep.study import redact
+        from kexp.sweep.study import has_password, redact
 
         raise StorageLost(
             f"the study storage {redact(sweep.storage)} stopped answering: {redact(first)}\n"
             f"the running trials were stopped and are kept; when it is back: kexp sweep "
-            f"--resume {sweep.dir}" + ("" if sweep.storage.startswith("sqlite") else
-                                       " --storage URL")) from None
+            f"--resume {sweep.dir}" + (" --storage URL" if has_password(sweep.storage)
+                                       else "")) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     _write_results(sweep, study, final=True)
