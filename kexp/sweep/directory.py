@@ -67,7 +67,7 @@ def create_sweep(cfg: Config, storage: str | None, study: str | None) -> Sweep:
         "name": cfg.run_name(),
         "status": "running",
         "started": now(),
-        "command": sys.argv,
+        "command": [redact(arg) for arg in sys.argv],
         "config_file": str(cfg.file) if cfg.file else None,
         "study": name,
         "storage": "embedded" if storage is None else redact(storage),
