@@ -75,8 +75,10 @@ def open_storage(url: str) -> Any:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs={"connect_args": {"timeout": 60}})
         if url.startswith("postgresql"):
-            storage = optuna.storages.RDBStorage(url, engine_kwargs={
-                "connect_args": {"connect_timeout": 10}, "pool_pre_ping": True})
+            # Optuna creates its tables on first use; two processes doing it at once collide.
+            with _pg_lock(url, "kexp-sweep-tables"):
+                storage = optuna.storages.RDBStorage(url, engine_kwargs={
+                    "connect_args": {"connect_timeout": 10}, "pool_pre_ping": True})
             storage.get_all_studies()
             return storage
         storage = optuna.storages.get_storage(url)
@@ -146,18 +148,8 @@ def budget_lock(url: str, study_name: str, sweep_dir: Path) -> Iterator[None]:
     PostgreSQL advisory lock on a shared server (a lock file in the sweep directory for other
     storages, which guards one machine only)."""
     if url.startswith("postgresql"):
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(driver_url(url), connect_args={"connect_timeout": 10},
-                                          poolclass=sqlalchemy.pool.NullPool)
-        key = zlib.crc32(f"kexp-sweep:{study_name}".encode())
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        engine.dispose()
+        with _pg_lock(url, f"kexp-sweep:{study_name}"):
+            yield
         return
     path = (Path(url.removeprefix("sqlite:///")).with_suffix(".lock") if url.startswith(
         "sqlite:///") else Path(sweep_dir) / ".budget.lock")
@@ -166,18 +158,33 @@ def budget_lock(url: str, study_name: str, sweep_dir: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive OS lock on ``path`` (released when the process dies); yields whether it
-    was taken (always, when ``blocking``)."""
+def _pg_lock(url: str, name: str) -> Iterator[None]:
+    """A PostgreSQL advisory lock named ``name``, held on its own connection (the server
+    releases it if this process dies)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(driver_url(url), connect_args={"connect_timeout": 10},
+                                      poolclass=sqlalchemy.pool.NullPool)
+    key = zlib.crc32(name.encode())
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive OS lock on ``path``, released when the process dies however it dies."""
     import fcntl
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError:
-            yield False
-            return
-        yield True
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)
