@@ -528,3 +528,36 @@ def test_postgresql_gone_mid_sweep_then_resume(postgresql, tmp_path):
     for row in rows:
         with open(Path(row["run_dir"]) / "history.csv") as f:
             assert [int(h["epoch"]) for h in csv.DictReader(f)] == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- the space
+
+
+def test_categorical_choices_may_be_components(tmp_path, kexp):
+    """Mappings are choices too: Optuna holds them as JSON text, trials get the mapping, and
+    each is checked like the config's own optimizer (a misspelt argument is refused)."""
+    import optuna
+
+    from kexp.config import load_config
+    from kexp.sweep.space import as_set, suggest
+
+    config = _config(tmp_path, """
+        sweep:
+          params:
+            compile.optimizer: {type: categorical, choices: [adam, {type: SGD, momentum: 0.9}]}
+        """)
+    cfg = load_config(config)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = [suggest(study.ask(), cfg.sweep.params)["compile.optimizer"] for _ in range(12)]
+    assert {"adam", '{"momentum": 0.9, "type": "SGD"}'} != set(map(str, seen))
+    assert "adam" in seen and {"type": "SGD", "momentum": 0.9} in seen
+    assert as_set("compile.optimizer", {"type": "SGD", "momentum": 0.9}) == \
+        'compile.optimizer={"type": "SGD", "momentum": 0.9}'
+    bad = _config(tmp_path, """
+        sweep:
+          params:
+            compile.optimizer: {type: categorical, choices: [adam, {type: SGD, momentm: 0.9}]}
+        """)
+    result = kexp("sweep", bad, "--runs-dir", tmp_path / "runs", "--trials", "1")
+    assert result.exit_code == 2 and f"{bad}:19:" in result.stderr
+    assert "did you mean 'momentum'" in result.stderr, result.stderr

@@ -120,17 +120,22 @@ def check_space(cfg: Config, config: Path, sets: list[str], plugins: list[str]) 
                 load_config(config, [*sets, override], plugins)
             except ConfigError as exc:
                 problems += [_relocate(p, path, value, override, where) for p in exc.problems]
-                if any(p.where == f"--set {override}" and "has no" in p.message
-                       for p in exc.problems):
+                if any(_unknown_path(p, override) for p in exc.problems):
                     break  # an unknown path: one message, not one per value
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
 
 
+def _unknown_path(problem: Problem, override: str) -> bool:
+    """The override's path leads nowhere (``kexp.config.load.apply_sets``)."""
+    return problem.where == f"--set {override}" and problem.message.startswith(
+        "the config has no")
+
+
 def _relocate(problem: Problem, path: str, value: Any, override: str, where: str) -> Problem:
     """A problem found with a parameter's value, told at the parameter's line."""
     shown = json.dumps(value)
-    if problem.where == f"--set {override}" and "has no" in problem.message:
+    if _unknown_path(problem, override):
         return Problem(f"sweep.params[{path!r}]",
                        f"{path} is not a path in this config: {problem.message}", where)
     at = f"{problem.path}: " if problem.path and problem.path != path else ""
