@@ -95,7 +95,7 @@ def table(tmp_path) -> Path:
 
 
 def test_a_convnet_learns_an_image_folder_and_predict_names_the_classes(kexp, tmp_path):
-    image_folder(tmp_path / "images", per_class=40)
+    image_folder(tmp_path / "images", per_class=60)
     (tmp_path / "convnet.yaml").write_text(CONVNET)
     result = kexp("train", tmp_path / "convnet.yaml", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
@@ -338,3 +338,54 @@ def test_the_file_dataset_examples_are_skipped_by_smoke_only_when_their_data_is_
     assert why == f"its data is not here ({tmp_path}/data/table-*.tfrecord does not exist)"
     assert "data/shapes does not exist" in missing_requirement(
         tmp_path / "image_folder_convnet.yaml")
+
+
+# 1x1 GIF (the classic transparent pixel) and a hand-written 2x2 24-bit BMP: TensorFlow decodes
+# both but encodes neither.
+GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c000000000100"
+                    "01000002024401003b")
+
+
+def bmp(width: int = 2, height: int = 2) -> bytes:
+    import struct
+
+    row = bytes([0, 0, 255] * width) + b"\0" * ((4 - 3 * width % 4) % 4)  # red, BGR
+    pixels = row * height
+    header = struct.pack("<2sIHHI", b"BM", 54 + len(pixels), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(pixels), 0, 0, 0, 0)
+    return header + info + pixels
+
+
+def test_jpeg_png_bmp_gif_are_read_resized_and_ordered_by_seed_and_epoch(tmp_path):
+    import tensorflow as tf
+
+    from kexp.data.folders import image_folder
+    from kexp.data.pipeline import train_dataset
+
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "1.jpg").write_bytes(tf.io.encode_jpeg(red).numpy())
+    (tmp_path / "a" / "2.PNG").write_bytes(tf.io.encode_png(red).numpy())
+    (tmp_path / "b" / "3.bmp").write_bytes(bmp())
+    (tmp_path / "b" / "4.gif").write_bytes(GIF)
+    (tmp_path / "b" / "notes.txt").write_text("not an image")
+    stream = image_folder(str(tmp_path), image_size=[3, 5], label_mode="categorical")
+    assert stream.class_names == ["a", "b"] and len(stream.files) == 4
+    dataset, steps = train_dataset(stream, batch_size=3, seed=1, epochs=1, shuffle=False)
+    (x1, y1), (x2, y2) = list(dataset.as_numpy_iterator())  # a partial last batch
+    assert steps == 2 and x1.shape == (3, 3, 5, 3) and x2.shape == (1, 3, 5, 3)
+    assert y1.tolist() == [[1, 0], [1, 0], [0, 1]] and x1.dtype == np.float32
+    assert np.allclose(x1[1, ..., 0], 255) and np.allclose(x1[2, ..., 0], 255)  # PNG, BMP red
+    assert np.allclose(x1[0, ..., 0], 254, atol=2)  # JPEG: nearly
+
+    def order(seed: int, first: int) -> list[int]:
+        data, _ = train_dataset(stream, batch_size=4, seed=seed, epochs=6, initial_epoch=first)
+        return [int(np.argmax(y)) * 10 + int(x[0, 0, 0] > 100)
+                for xb, yb in data.as_numpy_iterator() for x, y in zip(xb, yb, strict=True)]
+
+    once = order(1, 0)
+    assert len(once) == 24 and order(1, 0) == once and order(1, 3) == once[12:]
+    assert sorted(once[:4]) == sorted([0 * 10 + 1, 0 * 10 + 1, 10 + 1, 10 + 0])
+    assert len({tuple(once[i:i + 4]) for i in range(0, 24, 4)}) > 1  # epochs differ

@@ -123,18 +123,21 @@ class _Folder(Stream):
     def load(self, path: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
-    def read(self, order: tf.Tensor, sequential: bool) -> tf.data.Dataset:
+    def decoder(self) -> Any:
+        """``i -> sample`` (image and label) of file ``i``, for ``tf.data`` maps."""
         import tensorflow as tf
 
         paths = tf.constant(self.files)
-        indices = tf.data.Dataset.from_tensor_slices(order)
         if self.labels is None or self.label_mode is None:
-            return indices.map(lambda i: self.load(tf.gather(paths, i)),
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return lambda i: self.load(tf.gather(paths, i))
         labels = tf.constant(self.labels, tf.int64)
-        return indices.map(lambda i: (self.load(tf.gather(paths, i)),
-                                      self._label(tf.gather(labels, i))),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return lambda i: (self.load(tf.gather(paths, i)), self._label(tf.gather(labels, i)))
+
+    def read(self, order: tf.Tensor, sequential: bool) -> tf.data.Dataset:
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices(order).map(
+            self.decoder(), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def subset(self, indices: Any, source: str) -> Stream:
         return type(self)(**{**self.__dict__, "source": source, "_probe": None,

@@ -243,6 +243,10 @@ def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool 
 
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1; received {batch_size}.")
+    if stream.sample_per_file and stream.cache is None:
+        return _slot_batches(stream, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                             epochs=epochs, epoch=epoch, steps_per_epoch=steps_per_epoch,
+                             steps=steps)
     def per_pass() -> int:
         return math.ceil(stream.count / batch_size)
 
@@ -271,6 +275,65 @@ def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool 
         total = per_epoch * len(epochs)
     return _finish(dataset.apply(tf.data.experimental.assert_cardinality(total)),
                    stream.prefetch), per_epoch
+
+
+def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | int,
+                  epochs: range | None, epoch: Any, steps_per_epoch: int | None,
+                  steps: int | None) -> tuple[tf.data.Dataset, int]:
+    """Batches of a folder dataset (one sample per file) without nested datasets.
+
+    Every epoch has ``steps * batch_size`` slots; slot ``k`` of epoch ``e`` reads file
+    ``index_shuffle(k % n)`` of the permutation keyed by ``(seed, e, k // n)``, decoded in
+    one parallel map over a plain ``range`` (a map fed by a ``flat_map`` of per-epoch
+    datasets ran 3-4x slower here). Without ``steps_per_epoch`` the slots past ``n`` are
+    dropped after batching, so each epoch ends with its partial batch, as for in-memory data.
+    """
+    import tensorflow as tf
+
+    n = len(stream.files)
+    per_epoch = steps_per_epoch or math.ceil(n / batch_size)
+    if epochs is None and epoch is None:  # evaluation: one pass in file order
+        per_epoch = min(per_epoch, steps) if steps is not None else per_epoch
+        first, count, shuffle = 0, 1, False
+    elif epoch is not None:
+        first, count = None, 1
+    else:
+        first, count = epochs.start, len(epochs)
+    slots = per_epoch * batch_size
+    passes = math.ceil(slots / n)
+    decode = stream.decoder()
+    full = {"minval": None, "maxval": None, "dtype": tf.int64, "alg": "philox"}
+
+    def epoch_keys(j: tf.Tensor) -> tf.Tensor:
+        """The index_shuffle keys of each pass of the j-th epoch: ``(passes, 2)``."""
+        e = epoch.read_value() if first is None else first + j
+        epoch_key = tf.random.stateless_uniform(
+            [], seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(e, tf.int64)]), **full)
+        return tf.stack([tf.random.stateless_uniform(
+            [2], seed=tf.stack([epoch_key, tf.constant(r, tf.int64)]), **full)
+            for r in range(passes)])
+
+    def sample(t: tf.Tensor, keys: tf.Tensor) -> Any:
+        k = t % slots
+        i = k % n
+        if shuffle:
+            i = tf.random.experimental.index_shuffle(i, keys[k // n], n - 1)
+        valid = tf.constant(True) if steps_per_epoch else k < n
+        return decode(i), valid
+
+    def drop_padding(data: Any, valid: tf.Tensor) -> Any:
+        return tf.nest.map_structure(lambda a: tf.boolean_mask(a, valid), data)
+
+    # Each epoch's keys are computed once (per-sample key hashing halved the throughput).
+    keys = tf.data.Dataset.range(count).map(epoch_keys).flat_map(
+        lambda k: tf.data.Dataset.from_tensors(k).repeat(slots))
+    dataset = tf.data.Dataset.zip(tf.data.Dataset.range(count * slots), keys).map(
+        sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size).map(
+        drop_padding, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    total = per_epoch * count
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(total))
+    return _finish(dataset, stream.prefetch), per_epoch
 
 
 def _finish(dataset: tf.data.Dataset, prefetch: bool | int) -> tf.data.Dataset:

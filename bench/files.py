@@ -1,0 +1,222 @@
+"""``make bench`` rows for data streamed from files (SPEC 1.4, issue #12).
+
+    python bench/files.py            # full: 3,000 images, 100,000 records, a ~5 GB RSS set
+    python bench/files.py --quick    # about a minute: small sets, one repetition
+
+Three figures, each in one run of this script:
+
+- **image_directory throughput** (images/s, decode + resize + batch): kexp's input pipeline
+  (``kexp.data.pipeline.train_dataset`` over an ``image_directory`` stream, shuffled) against
+  the pipeline a user writes, ``keras.utils.image_dataset_from_directory(...)
+  .prefetch(AUTOTUNE)``, on the same folder of 64x64 PNGs resized to 48x48, batch 32. Target
+  ≥ 1.0x.
+- **tfrecord throughput** (records/s): kexp's ``tfrecord`` stream (``shuffle: false``) against
+  a hand-written ``TFRecordDataset -> batch -> map(parse_example) -> prefetch`` on the same
+  shards of 784-float Examples, batch 256. Target ≥ 0.95x.
+- **peak RSS**: ``kexp train`` (its own process) for one epoch over a TFRecord set on disk;
+  the row gives the set's size over the process's peak resident memory (target ≥ 4x: the data
+  is streamed, not loaded).
+
+Within a repetition the two pipelines of a pair run back to back in this process, in an
+order rotated each repetition, after one warm-up pass each (the files are then in the page
+cache for both); figures are medians. Results go to ``bench/results/files.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "files.json"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _images(root: Path, n: int) -> Path:
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / f"class{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        (folder / f"{i:05d}.png").write_bytes(tf.io.encode_png(image).numpy())
+    return root
+
+
+def _records(root: Path, n: int, shards: int, repeat: int = 1) -> list[Path]:
+    """``shards`` files of ``n`` distinct Examples (``x``: 784 floats, ``y``: an int), each
+    written ``repeat`` times (a large set written fast)."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    files = [root / f"part-{i:03d}.tfrecord" for i in range(shards)]
+    per = n // shards
+    for file in files:
+        payloads = []
+        for _ in range(per):
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "x": tf.train.Feature(float_list=tf.train.FloatList(
+                    value=rng.random(784, dtype=np.float32))),
+                "y": tf.train.Feature(int64_list=tf.train.Int64List(
+                    value=[int(rng.integers(0, 10))])),
+            }))
+            payloads.append(example.SerializeToString())
+        with tf.io.TFRecordWriter(str(file)) as writer:
+            for _ in range(repeat):
+                for payload in payloads:
+                    writer.write(payload)
+    return files
+
+
+def _rate(dataset, count: int) -> float:
+    start = time.perf_counter()
+    for _ in dataset:
+        pass
+    return count / (time.perf_counter() - start)
+
+
+def _pair(make_plain, make_kexp, count: int, reps: int) -> dict[str, float]:
+    """Median samples/s of two pipelines, interleaved, and the median per-repetition ratio."""
+    plain, kexp, ratios = [], [], []
+    _rate(make_plain(), count), _rate(make_kexp(), count)  # warm-up: page cache, tracing
+    for rep in range(reps):
+        order = [("plain", make_plain), ("kexp", make_kexp)]
+        if rep % 2:
+            order.reverse()
+        got = {name: _rate(make(), count) for name, make in order}
+        plain.append(got["plain"])
+        kexp.append(got["kexp"])
+        ratios.append(got["kexp"] / got["plain"])
+    return {"plain": statistics.median(plain), "kexp": statistics.median(kexp),
+            "ratio": statistics.median(ratios), "reps": reps}
+
+
+def image_throughput(work: Path, n: int, reps: int) -> dict[str, float]:
+    import keras
+    import tensorflow as tf
+
+    from kexp.data.folders import image_folder
+    from kexp.data.pipeline import train_dataset
+
+    folder = _images(work / "images", n)
+
+    def plain():
+        return keras.utils.image_dataset_from_directory(
+            folder, image_size=(48, 48), batch_size=32, shuffle=True, seed=1,
+            verbose=False).prefetch(tf.data.AUTOTUNE)
+
+    def kexp():
+        stream = image_folder(str(folder), image_size=[48, 48])
+        return train_dataset(stream, batch_size=32, seed=1, epochs=1)[0]
+
+    return {**_pair(plain, kexp, n, reps), "images": n}
+
+
+def tfrecord_throughput(work: Path, n: int, reps: int) -> dict[str, float]:
+    import tensorflow as tf
+
+    from kexp.data.pipeline import train_dataset
+    from kexp.data.records import tfrecord_stream
+
+    files = [str(f) for f in _records(work / "records", n, 4)]
+    spec = {"x": tf.io.FixedLenFeature([784], tf.float32),
+            "y": tf.io.FixedLenFeature([], tf.int64)}
+
+    def plain():
+        dataset = tf.data.TFRecordDataset(files).batch(256)
+        dataset = dataset.map(lambda b: tf.io.parse_example(b, spec),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def kexp():
+        stream = tfrecord_stream(files, {"x": {"shape": [784]}},
+                                 {"y": {"shape": [], "dtype": "int64"}})
+        return train_dataset(stream, batch_size=256, seed=1, epochs=1, shuffle=False)[0]
+
+    return {**_pair(plain, kexp, n, reps), "records": n}
+
+
+def peak_rss(work: Path, distinct: int, repeat: int) -> dict[str, float]:
+    """``kexp train`` one epoch over a TFRecord set of ``distinct * repeat`` records."""
+    from bench.run import _kexp_command, time_process
+
+    files = _records(work / "big", distinct, 8, repeat)
+    size = sum(f.stat().st_size for f in files)
+    config = work / "big.yaml"
+    config.write_text(f"""
+seed: 1
+data:
+  type: tfrecord
+  path: "{work / 'big'}/part-*.tfrecord"
+  features: {{x: {{shape: [784]}}}}
+  targets: {{y: {{shape: [], dtype: int64}}}}
+  batch_size: 512
+model:
+  type: sequential
+  input_shape: [784]
+  layers: [{{type: Dense, units: 10, activation: softmax}}]
+compile: {{optimizer: rmsprop, loss: sparse_categorical_crossentropy}}
+train: {{epochs: 1, checkpoints: false, tensorboard: false}}
+""")
+    seconds, code, maxrss_kb = time_process(
+        _kexp_command() + ["train", str(config), "--runs-dir", str(work / "runs")],
+        log=work / "big.log")
+    if code != 0:
+        raise SystemExit(f"kexp train failed on the RSS set; see {work / 'big.log'}")
+    peak = maxrss_kb * 1024
+    return {"set_bytes": size, "peak_rss_bytes": peak, "ratio": size / peak,
+            "records": (distinct // 8) * 8 * repeat, "seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    with tempfile.TemporaryDirectory(prefix="kexp-bench-files-") as tmp:
+        work = Path(tmp)
+        results = {
+            "quick": quick,
+            "image_directory": image_throughput(work, 400 if quick else 3000, 1 if quick else 3),
+            "tfrecord": tfrecord_throughput(work, 20_000 if quick else 100_000,
+                                            1 if quick else 3),
+            # 3,200 distinct records of 3.2 KB, repeated: 0.3 GB quick, 5.1 GB full
+            "peak_rss": peak_rss(work, 3_200, 30 if quick else 500),
+        }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(report(results))
+    return 0
+
+
+def report(results: dict) -> str:
+    img, rec, rss = results["image_directory"], results["tfrecord"], results["peak_rss"]
+    lines = [
+        "| file data | plain | kexp | kexp / plain | target |",
+        "|---|---:|---:|---:|---|",
+        f"| image_directory, images/s ({img['images']:,} PNGs, batch 32) | {img['plain']:,.0f} "
+        f"| {img['kexp']:,.0f} | {img['ratio']:.2f}x | ≥ 1.0x |",
+        f"| tfrecord, records/s ({rec['records']:,} records, batch 256) | {rec['plain']:,.0f} "
+        f"| {rec['kexp']:,.0f} | {rec['ratio']:.2f}x | ≥ 0.95x |",
+        f"| TFRecord set / peak RSS of `kexp train` (one epoch) | "
+        f"{rss['set_bytes'] / 1e9:.2f} GB | {rss['peak_rss_bytes'] / 1e9:.2f} GB | "
+        f"{rss['ratio']:.1f}x | ≥ 4x |",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
