@@ -258,3 +258,54 @@ def test_a_csv_line_of_many_megabytes_is_refused(tmp_path):
         file.write("\n")
     with pytest.raises(DataError, match=r"wide.csv: line 3 is longer than 16 MB"):
         load_csv(path, "a", "b")
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with a few bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_an_image_claiming_absurd_dimensions_is_not_decoded(tmp_path):
+    import tensorflow as tf
+
+    from kexp.data.folders import MAX_IMAGE_PIXELS, _header_pixels, read_image
+
+    (tmp_path / "bomb.png").write_bytes(_png_claiming(100_000, 100_000))
+    assert int(_header_pixels(tf.io.read_file(str(tmp_path / "bomb.png")))) == 10**10
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=f"claims more than {MAX_IMAGE_PIXELS:,} pixels"):
+        read_image(tf.constant(str(tmp_path / "bomb.png")), image_size=(8, 8), channels=3)
+    # the header sizes of every format kexp reads
+    tf.io.write_file(str(tmp_path / "a.jpg"), tf.io.encode_jpeg(tf.zeros((5, 7, 3), tf.uint8)))
+    (tmp_path / "a.gif").write_bytes(b"GIF89a" + (9).to_bytes(2, "little")
+                                     + (11).to_bytes(2, "little") + bytes(30))
+    (tmp_path / "a.bmp").write_bytes(b"BM" + bytes(16) + (6).to_bytes(4, "little")
+                                     + (-8).to_bytes(4, "little", signed=True) + bytes(30))
+    sizes = {name: int(_header_pixels(tf.io.read_file(str(tmp_path / name))))
+             for name in ("a.jpg", "a.gif", "a.bmp")}
+    assert sizes == {"a.jpg": 35, "a.gif": 99, "a.bmp": 48}
+
+
+def test_a_decompression_bomb_in_an_image_directory_names_the_file(kexp, tmp_path):
+    from tests.filedata import image_folder
+    from tests.test_file_data import CONVNET
+
+    image_folder(tmp_path / "images", per_class=8)
+    bomb = tmp_path / "images" / "squares" / "005.png"
+    bomb.write_bytes(_png_claiming(100_000, 100_000))
+    (tmp_path / "convnet.yaml").write_text(CONVNET)
+    result = kexp("train", tmp_path / "convnet.yaml", "--runs-dir", tmp_path / "runs",
+                  "--set", "train.epochs=1")
+    assert result.exit_code == 1, result.output
+    assert ("squares/005.png: cannot read this file (its header claims more than 89,478,485 "
+            "pixels") in result.stderr
+    assert "Traceback" not in result.stderr

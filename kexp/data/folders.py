@@ -24,14 +24,17 @@ from kexp.errors import DataError, error_line
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["IMAGE_FORMATS", "index_directory", "ImageFolder", "TextFolder", "read_image",
-           "image_folder", "text_folder", "predict_stream"]
+__all__ = ["IMAGE_FORMATS", "MAX_IMAGE_PIXELS", "index_directory", "ImageFolder", "TextFolder",
+           "read_image", "image_folder", "text_folder", "predict_stream"]
 
 IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
 _INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5",
                    "gaussian", "mitchellcubic")
 _LABEL_MODES = ("int", "categorical", "binary", None)
+# The largest image decoded (Pillow's limit): a larger one -- a few bytes of header claiming
+# 100,000 x 100,000 pixels is a decompression bomb -- is refused before it is decoded.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 def index_directory(directory: str, labels: Any, formats: tuple[str, ...],
@@ -193,6 +196,12 @@ def read_image(path: tf.Tensor, *, image_size: tuple[int, int], channels: int,
     import tensorflow as tf
 
     data = tf.io.read_file(path)
+    too_large = tf.debugging.assert_less_equal(
+        _header_pixels(data), tf.constant(MAX_IMAGE_PIXELS, tf.int64),
+        message=f"its header claims more than {MAX_IMAGE_PIXELS:,} pixels (a decompression "
+        "bomb?); it is not decoded")
+    with tf.control_dependencies([too_large]):
+        data = tf.identity(data)
     image = tf.io.decode_image(data, channels=channels, expand_animations=False)
     if crop_to_aspect_ratio or pad_to_aspect_ratio:
         import keras
@@ -206,6 +215,37 @@ def read_image(path: tf.Tensor, *, image_size: tuple[int, int], channels: int,
     image = tf.cast(image, tf.float32)
     image.set_shape((image_size[0], image_size[1], channels))
     return image
+
+
+def _header_pixels(data: tf.Tensor) -> tf.Tensor:
+    """width x height as the file's header states it (PNG, GIF, BMP, JPEG), read without
+    decoding; 0 when the header is too short to say (decoding then reports the file)."""
+    import tensorflow as tf
+
+    def number(start: int, size: int, little: bool) -> tf.Tensor:
+        raw = tf.io.decode_raw(tf.strings.substr(data, start, size), tf.uint8)
+        weights = [256 ** (i if little else size - 1 - i) for i in range(size)]
+        return tf.reduce_sum(tf.cast(raw, tf.int64) * tf.constant(weights, tf.int64))
+
+    def bmp() -> tf.Tensor:
+        height = number(22, 4, True)  # signed: negative for top-down bitmaps
+        height = tf.where(height >= 2**31, 2**32 - height, height)
+        return number(18, 4, True) * height
+
+    def jpeg() -> tf.Tensor:
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0] * shape[1]
+
+    start = tf.strings.substr(data, 0, 4)
+    return tf.case([
+        (tf.strings.length(data) < 26, lambda: tf.constant(0, tf.int64)),
+        (tf.equal(start, b"\x89PNG"), lambda: number(16, 4, False) * number(20, 4, False)),
+        (tf.equal(tf.strings.substr(start, 0, 3), b"GIF"),
+         lambda: number(6, 2, True) * number(8, 2, True)),
+        (tf.equal(tf.strings.substr(start, 0, 2), b"BM"), bmp),
+        (tf.equal(tf.strings.substr(start, 0, 2), b"\xff\xd8"), jpeg),
+    ], default=lambda: tf.constant(0, tf.int64), exclusive=False)
+
 
 
 def _image_options(source: str, image_size: Any, color_mode: str,
