@@ -258,6 +258,10 @@ def test_a_csv_line_of_many_megabytes_is_refused(tmp_path):
         file.write("\n")
     with pytest.raises(DataError, match=r"wide.csv: line 3 is longer than 16 MB"):
         load_csv(path, "a", "b")
+    from kexp.data.records import csv_stream
+
+    with pytest.raises(DataError, match=r"wide.csv: line 3 is longer than 16 MB"):
+        csv_stream(str(path), "a", "b")
 
 
 def _png_claiming(width: int, height: int) -> bytes:

@@ -32,7 +32,8 @@ import numpy as np
 from kexp.data.splits import Split
 from kexp.errors import DataError
 
-__all__ = ["Selection", "load_npz", "load_csv", "display_path", "MISSING_MARKERS"]
+__all__ = ["Selection", "load_npz", "load_csv", "display_path", "check_line_lengths",
+           "MISSING_MARKERS", "MAX_LINE_BYTES"]
 
 Selection = str | Sequence[str] | Mapping[str, Any]
 
@@ -298,7 +299,7 @@ def _read_table(path, delimiter, header, source) -> tuple[list[str], list[tuple[
     """Column names and ``(line number, cells)`` rows; blank lines are skipped."""
     if not Path(path).is_file():
         raise DataError(f"{source}: file not found.")
-    _check_line_lengths(path, source)
+    check_line_lengths(path, source)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -327,7 +328,7 @@ def _read_table(path, delimiter, header, source) -> tuple[list[str], list[tuple[
     return columns, rows
 
 
-def _check_line_lengths(path: str | Path, source: str) -> None:
+def check_line_lengths(path: str | Path, source: str) -> None:
     """Refuse a text file with a line longer than ``MAX_LINE_BYTES``, reading it in chunks
     (a "line" of hundreds of MB would otherwise be held in memory several times over)."""
     line, length = 1, 0

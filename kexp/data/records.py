@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kexp.data.files import MISSING_MARKERS, _groups, _is_number, _unknown, display_path
+from kexp.data.files import (
+    MISSING_MARKERS,
+    _groups,
+    _is_number,
+    _unknown,
+    check_line_lengths,
+    display_path,
+)
 from kexp.data.stream import Stream
 from kexp.errors import DataError, error_line
 
@@ -345,6 +352,8 @@ def csv_stream(path: Any, features: Any = None, targets: Any = None, delimiter: 
         raise DataError(f"{source}: drop_missing is not supported with stream: true (every "
                         f"batch keeps its size); clean the file or leave `stream` out.")
     files = record_files(path, source)
+    for file in files:  # a "line" of hundreds of MB: refused before it is read whole
+        check_line_lengths(file, display_path(file))
     first = _head(files[0], delimiter)
     if not first:
         raise DataError(f"{display_path(files[0])}: the file is empty.")
