@@ -56,8 +56,9 @@ class Comparison:
     def render(self, fmt: str) -> str:
         """The comparison as ``csv``, ``json`` or ``markdown`` text."""
         if fmt == "json":
+            rows = [{k: _finite_or_none(v) for k, v in row.items()} for row in self.rows]
             return json.dumps({"metrics": self.metrics, "differing": self.differing,
-                               "runs": self.rows}, indent=2, default=str) + "\n"
+                               "runs": rows}, indent=2, default=str) + "\n"
         if fmt == "csv":
             out = io.StringIO()
             writer = csv.writer(out, lineterminator="\n")
@@ -186,6 +187,11 @@ def cell_text(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN (a failed run's last loss may be one): null instead."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _csv_cell(value: Any) -> Any:

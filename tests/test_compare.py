@@ -167,3 +167,19 @@ def test_runs_sort_status_last_and_formats(runs):
 
     bad = _kexp("runs", runs, "--status", "done")
     assert bad.exit_code == 2 and "completed" in bad.output
+
+
+def test_compare_json_of_a_run_that_ended_on_nan_is_strict_json(tmp_path):
+    from kexp.comparison import compare_runs
+
+    for stamp, last in (("20260101-000000", "nan"), ("20260101-000001", "0.5")):
+        run = tmp_path / "r" / stamp
+        run.mkdir(parents=True)
+        (run / "run.json").write_text('{"status": "failed", "monitor": "val_loss"}')
+        (run / "config.yaml").write_text(f"seed: {stamp[-1]}\n")
+        (run / "history.csv").write_text(f"epoch,loss,val_loss\n0,1.0,0.9\n1,{last},{last}\n")
+    data = json.loads(compare_runs([tmp_path / "r"]).render("json"),
+                      parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert [r["final val_loss"] for r in data["runs"]] == [0.5, None]
+    assert [r["best val_loss"] for r in data["runs"]] == [0.5, 0.9]
+    assert data["differing"] == ["seed"]
