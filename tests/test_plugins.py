@@ -177,6 +177,20 @@ def test_keras_layer_keywords_are_what_layer_really_takes():
     assert not {"batch_size", "weights", "batch_input_shape"} & set(params)
 
 
+@pytest.mark.parametrize("registry,name,accepted,refused", [
+    (LAYERS, "Dense", ("name", "trainable", "dtype", "input_shape"), "batch_size"),
+    (OPTIMIZERS, "Adam", ("name", "learning_rate", "clipnorm", "weight_decay"), "momentum"),
+    (LOSSES, "MeanSquaredError", ("name", "reduction", "dtype"), "from_logits"),
+    (METRICS, "Accuracy", ("name", "dtype"), "threshold"),
+    (CALLBACKS, "EarlyStopping", ("monitor", "patience", "mode"), "name"),
+], ids=["layer", "optimizer", "loss", "metric", "callback"])
+def test_a_keras_class_takes_what_keras_takes(registry, name, accepted, refused):
+    """The catalog (no TensorFlow) agrees with the installed Keras class."""
+    entry = registry.get(name)
+    assert entry.origin == "keras" and not entry.open_kwargs
+    assert set(accepted) <= set(entry.params) and refused not in entry.params
+
+
 def test_the_model_base_hands_its_keywords_to_layer():
     import keras
 
