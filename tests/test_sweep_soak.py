@@ -40,6 +40,7 @@ def test_twelve_trial_tpe_sweep_beats_the_config_as_written(tmp_path):
     swept = run_kexp("sweep", CONFIGS / "digits_sweep.yaml", "--runs-dir", tmp_path / "runs",
                      timeout=3600)
     assert swept.returncode == 0, swept.stderr[-3000:]
+    print(swept.stdout)
     sweep_dir = _sweep_dir(tmp_path / "runs")
     rows = _trials_csv(sweep_dir)
     assert len(rows) == 12 and all(r["state"] in ("completed", "pruned") for r in rows)

@@ -26,6 +26,18 @@ def test_auto_threads_is_one_for_small_batches_on_few_cores(batch, x, cores, exp
     assert auto_threads(batch, x, cores=cores) == expected
 
 
+@pytest.mark.parametrize(("share", "batch", "expected"), [
+    ("4", 1024, 4),   # 8 cores, jobs: 2 -> 4 threads each for a big batch
+    ("1", 1024, 1),   # 2 cores, jobs: 2
+    ("4", 32, 4),     # 4 cores of 8: 4 threads (TensorFlow's default would take all 8)
+    ("2", 32, 1),     # a small batch on few cores: one thread, as without a sweep
+])
+def test_auto_threads_divides_the_cores_between_sweep_jobs(share, batch, expected, monkeypatch):
+    """`kexp sweep` gives each of its `jobs` trial processes KEXP_CORES = cores // jobs."""
+    monkeypatch.setenv("KEXP_CORES", share)
+    assert auto_threads(batch, np.zeros((10, 784))) == expected
+
+
 def test_the_rule_matches_its_constants():
     assert (FEW_CORES, SMALL_BATCH_VALUES) == (2, 65_536)
 
