@@ -19,6 +19,7 @@ from kexp.config.load import (
     MAX_EXTENDS_DEPTH,
     MAX_EXTENDS_FILES,
     MAX_FILE_BYTES,
+    MAX_NODES,
     apply_sets,
     load_merged,
 )
@@ -122,6 +123,20 @@ def test_a_file_larger_than_the_bound(write):
     path = write("big.yaml", "# padding\n" * (MAX_FILE_BYTES // 10 + 1))
     with pytest.raises(ConfigError, match=r"big.yaml is larger than 2 MB"):
         load_merged(path)
+
+
+def test_a_file_of_too_many_values_is_refused_early(write):
+    text = "".join(f"k{i}: [1, 2, {{a: b}}]\n" for i in range(MAX_NODES // 5 + 10))
+    assert len(text) < MAX_FILE_BYTES
+    start = time.process_time()
+    with pytest.raises(ConfigError, match=f"more than {MAX_NODES:,} values"):
+        load_merged(write("many.yaml", text))
+    assert time.process_time() - start < 20  # about 1.5 s of CPU; linear, not quadratic
+    # below the bound, every key is read (and in linear time: 4,000 keys in well under 5 s)
+    text = "".join(f"k{i}: [1, 2, {{a: b}}]\n" for i in range(4000))
+    start = time.process_time()
+    assert len(load_merged(write("ok.yaml", text)).data) == 4000
+    assert time.process_time() - start < 5
 
 
 def test_special_files_are_refused_before_they_are_opened(tmp_path, write):

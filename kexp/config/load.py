@@ -45,6 +45,7 @@ _SAFE_TAGS = {
 # /dev/zero`) is refused at once with the file and line instead of hanging or crashing.
 MAX_FILE_BYTES = 2 * 1024 * 1024    # one YAML file
 MAX_DEPTH = 64                      # nesting of mappings and lists, aliases included
+MAX_NODES = 50_000                  # values (mappings, lists, scalars) written in one file
 MAX_ALIAS_NODES = 10_000            # values reached again through aliases, in total
 MAX_EXTENDS_DEPTH = 16              # files in one `extends:` chain
 MAX_EXTENDS_FILES = 64              # files read for one config, `extends:` lists included
@@ -55,20 +56,25 @@ _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 floats that refuses to compose nodes nested too deeply
-    (PyYAML's composer recurses once per level: 5,000 brackets end in a RecursionError)."""
+    (PyYAML's composer recurses once per level: 5,000 brackets end in a RecursionError) or
+    too many of them (PyYAML reads about 30,000 values a second)."""
 
     def __init__(self, stream: str, name: str):
         super().__init__(stream)
         self._name = name
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
         try:
-            if self._depth > MAX_DEPTH:
+            self._nodes += 1
+            if self._depth > MAX_DEPTH or self._nodes > MAX_NODES:
                 mark = self.peek_event().start_mark
                 raise ConfigError(Problem(
-                    "", f"the YAML is nested more than {MAX_DEPTH} levels deep",
+                    "", f"the YAML is nested more than {MAX_DEPTH} levels deep"
+                    if self._depth > MAX_DEPTH else f"the file holds more than {MAX_NODES:,} "
+                    "values; a config describes an experiment: keep data in data files",
                     f"{self._name}:{mark.line + 1}:{mark.column + 1}"))
             return super().compose_node(parent, index)
         finally:
@@ -294,8 +300,9 @@ class _Builder:
                 raise self.refuse(child, f"duplicate key {key!r} (first given at "
                                   f"{self.sources.marks[child]}); YAML keys must be unique",
                                   key_node)
-            merged.discard(key)
-            self.sources.drop_below(child)
+            if key in merged:  # an explicit key replaces a merged one, marks and all
+                merged.discard(key)
+                self.sources.drop_below(child)
             self.sources.marks[child] = _mark(self.name, key_node)
             out[key] = self.build(value_node, child)
         return out
