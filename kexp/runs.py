@@ -28,9 +28,11 @@ its creator's lock is free; a kill after it leaves a directory ``--resume`` cont
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -52,6 +54,9 @@ __all__ = [
     "create_dir_atomically",
     "remove_stale_temporaries",
     "TEMP_PREFIX",
+    "RunRecord",
+    "read_record",
+    "config_hash",
     "atomic_write",
     "atomic_path",
     "fsync_dir",
@@ -72,6 +77,94 @@ LOCK = ".lock"
 # A temporary directory without a lock its creator holds (killed between mkdir and taking
 # the lock, or on an OS without advisory locks) is removed only once it is this old.
 _UNLOCKED_GRACE_SECONDS = 600
+
+
+@dataclass
+class RunRecord:
+    """What ``run.json`` holds: one typed field per key, so a misspelt key is an error where
+    it is written, not a silently missing value where it is read.
+
+    Written when a run starts (``kexp.training.record``), updated after every epoch
+    (``epochs_completed``, ``last_metrics``) and when it ends (``status``, ``ended``,
+    ``reason``, ``duration_seconds``, ``final_metrics``). Reading is lenient: a missing key
+    is its default, and keys this version does not know are kept in ``extra`` and written
+    back unchanged. Fields that are ``None`` are left out of the file (``config_file``, which
+    is ``null`` for a config given on stdin or built in code, excepted).
+    """
+
+    name: str = ""
+    status: str = "running"  # one of STATUSES
+    started: str = ""
+    command: list[str] = field(default_factory=list)
+    config_file: str | None = None
+    config_hash: str = ""
+    seed: int | None = None
+    deterministic: bool = False
+    threads: int | str | None = None
+    loop: str = ""
+    smoke: bool = False
+    epochs: int | None = None
+    monitor: str = ""
+    plugins: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    epochs_completed: int | None = None
+    cluster: dict[str, Any] | None = None
+    last_metrics: dict[str, Any] | None = None
+    ended: str | None = None
+    reason: str | None = None
+    duration_seconds: float | None = None
+    final_metrics: dict[str, Any] | None = None
+    preempted_step: int | None = None
+    resumed: list[dict[str, Any]] = field(default_factory=list)
+    class_names: list[str] | None = None  # a folder dataset's classes, for kexp predict
+    # A sweep's trial: the sweep, the epoch the pruner stopped it, its HParams session.
+    sweep: dict[str, Any] | None = None
+    pruned_epoch: int | None = None
+    hparams_logged: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _ALWAYS = ("config_file",)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """The record of a parsed ``run.json`` (unknown keys go to ``extra``)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``run.json``."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (value is None and f.name not in self._ALWAYS):
+                continue
+            if f.name == "resumed" and not value:
+                continue
+            out[f.name] = value
+        return {**out, **self.extra}
+
+    def with_extra(self, data: dict[str, Any]) -> RunRecord:
+        """This record with ``data`` (keys of run.json, known or not) set."""
+        return RunRecord.from_dict({**self.to_dict(), **data})
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run ended (completed, failed or interrupted)."""
+        return self.status in STATUSES[1:]
+
+
+def read_record(path: Path) -> RunRecord | None:
+    """The ``run.json`` of a run directory as a record (None when missing or unreadable)."""
+    data = read_run(path)
+    return RunRecord.from_dict(data) if data and isinstance(data, dict) else None
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """A hash of a resolved config (``Config.to_yaml_dict()``), recorded in run.json as
+    ``config_hash``; ``--resume`` compares it with the run's config.yaml."""
+    text = yaml.safe_dump(resolved, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def now() -> str:
@@ -245,16 +338,23 @@ class Run:
     def write_yaml(self, name: str, data: Any) -> None:
         atomic_write(self.path / name, yaml.safe_dump(data, sort_keys=False))
 
-    def info(self) -> dict[str, Any]:
-        """The contents of ``run.json`` ({} before it exists)."""
-        return read_run(self.path)
+    def record(self) -> RunRecord:
+        """``run.json`` as a record (an empty record before it exists)."""
+        return read_record(self.path) or RunRecord()
 
-    def update(self, **fields: Any) -> dict[str, Any]:
-        """Merge ``fields`` into ``run.json`` (atomically) and return the result."""
-        info = self.info()
-        info.update(fields)
-        self.write_json("run.json", info)
-        return info
+    def write_record(self, record: RunRecord) -> None:
+        """Write ``run.json`` (atomically)."""
+        self.write_json("run.json", record.to_dict())
+
+    def update(self, **fields: Any) -> RunRecord:
+        """Set record fields in ``run.json`` (atomically) and return the record.
+
+        Raises:
+            TypeError: a name that is not a ``RunRecord`` field.
+        """
+        record = dataclasses.replace(self.record(), **fields)
+        self.write_record(record)
+        return record
 
 
 # --------------------------------------------------------------------------- atomic creation
@@ -438,7 +538,8 @@ def read_run(path: Path) -> dict[str, Any]:
 
 def read_run_plugins(path: Path) -> list[str]:
     """The plugins a run imported, as recorded in its ``run.json``."""
-    return list(read_run(path).get("plugins", []))
+    record = read_record(path)
+    return list(record.plugins) if record is not None else []
 
 
 def find_runs(runs_dir: Path) -> list[Path]:
@@ -449,7 +550,7 @@ def find_runs(runs_dir: Path) -> list[Path]:
         return [runs_dir]
     found = [p.parent for p in runs_dir.glob("**/run.json")
              if not is_temporary(p.relative_to(runs_dir))]
-    return sorted(found, key=lambda p: (read_run(p).get("started", ""), str(p)))
+    return sorted(found, key=lambda p: ((read_record(p) or RunRecord()).started, str(p)))
 
 
 def is_temporary(path: Path) -> bool:

@@ -1,7 +1,11 @@
-"""Shared test helpers: inline YAML configs, running the real `kexp` command."""
+"""Shared test helpers: inline YAML configs, running the real `kexp` command, reading what a
+run wrote (its directory, history.csv, run.json); Keras's global state cleared after every
+test."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -51,3 +55,36 @@ def run_kexp(*args: str, cwd: Path | None = None, timeout: float = 300,
         cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_dir_of(result) -> Path:
+    """The run directory ``kexp train`` printed (its last ``run directory:`` line); ``result``
+    is a CliRunner result, a CompletedProcess or the output text."""
+    out = result if isinstance(result, str) else result.stdout
+    lines = [ln for ln in out.splitlines() if ln.startswith("run directory: ")]
+    if not lines:
+        err = "" if isinstance(result, str) else result.stderr
+        raise AssertionError(f"no run directory in the output:\n{out}\n{err}")
+    return Path(lines[-1].removeprefix("run directory: "))
+
+
+def read_history(run: Path, numbers: bool = False) -> list[dict]:
+    """The rows of a run's history.csv (strings, or floats with ``numbers``)."""
+    with open(Path(run) / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: float(v) for k, v in row.items()} for row in rows] if numbers else rows
+
+
+def read_run_json(run: Path) -> dict:
+    """A run's run.json, as the file holds it."""
+    return json.loads((Path(run) / "run.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras():
+    """Keras's global state (layer name counters, the global seed generator, TensorFlow's
+    graph) is cleared after every test that imported Keras; tests that did not pay nothing."""
+    yield
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.backend.clear_session()

@@ -44,7 +44,7 @@ import builtins, fcntl, json, os, sys
 from pathlib import Path
 import kexp.runs as kr
 from kexp.config import load_config
-from kexp.training.engine import config_hash
+from kexp.runs import config_hash
 
 cfg = load_config(sys.argv[1])
 base = Path(sys.argv[2])
@@ -52,7 +52,7 @@ base = Path(sys.argv[2])
 def populate(run):
     run.write_yaml("config.yaml", cfg.to_yaml_dict())
     run.write_json("run.json", {"name": cfg.run_name(), "status": "running",
-                                "config_hash": config_hash(cfg), "seed": cfg.seed,
+                                "config_hash": config_hash(cfg.to_yaml_dict()), "seed": cfg.seed,
                                 "epochs": cfg.train.epochs, "smoke": False,
                                 "epochs_completed": 0})
 

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kexp.cli.app import app
+from tests.conftest import read_history
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ROWS = 200
@@ -30,11 +31,6 @@ def _train(*args: str) -> Path:
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if x.startswith("run directory: "))
     return Path(line.removeprefix("run directory: "))
-
-
-def _history(run: Path) -> list[dict[str, str]]:
-    with open(run / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _write_csv(path: Path, rng: np.random.Generator, rows: int, with_target: bool = True):
@@ -88,12 +84,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(autouse=True)
-def _fresh_keras():
-    yield
-    keras.backend.clear_session()
-
-
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -104,7 +94,7 @@ def test_evaluate_reproduces_the_last_epochs_validation_metrics(runs):
     assert "validation split" in result.output and "accuracy" in result.output
     record = json.loads((run / "evaluation.json").read_text())
     assert record["checkpoint"] == "final" and record["split"] == "validation"
-    last = _history(run)[-1]
+    last = read_history(run)[-1]
     assert record["metrics"]["loss"] == pytest.approx(float(last["val_loss"]), abs=1e-4)
     assert record["metrics"]["accuracy"] == pytest.approx(float(last["val_accuracy"]),
                                                           abs=1e-4)
@@ -124,7 +114,7 @@ def test_evaluate_defaults_to_test_and_keeps_earlier_evaluations(runs):
     assert set(record["evaluations"]) == {"final/test", "last/validation"}
     assert record["evaluations"]["final/test"]["samples"] == 60
     # last.keras is the model after the last epoch, as model.keras
-    last = _history(run)[-1]
+    last = read_history(run)[-1]
     assert record["metrics"]["loss"] == pytest.approx(float(last["val_loss"]), abs=1e-4)
 
 
@@ -290,6 +280,7 @@ def test_a_fresh_process_imports_the_runs_plugins(tmp_path):
         import sys
         from typer.testing import CliRunner
         from kexp.cli.app import app
+from tests.conftest import read_history
         for args in (["evaluate", {str(run)!r}],
                      ["predict", {str(run)!r}, "--input", "new.npz", "-o", "p.npz"]):
             result = CliRunner().invoke(app, args)
@@ -302,7 +293,7 @@ def test_a_fresh_process_imports_the_runs_plugins(tmp_path):
     assert done.stdout.count("exit 0") == 2, done.stdout + done.stderr
     assert "plugins ['kexp_plugins.tickets_" in done.stdout
     record = json.loads((run / "evaluation.json").read_text())
-    last = _history(run)[-1]
+    last = read_history(run)[-1]
     assert record["metrics"]["loss"] == pytest.approx(float(last["val_loss"]), abs=1e-4)
     out = np.load(tmp_path / "p.npz")
     assert out["priority"].shape == (3, 1) and out["department"].shape == (3, 4)

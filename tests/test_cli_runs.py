@@ -3,7 +3,6 @@ partial runs."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kexp.cli.app import app
+from tests.conftest import read_history
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EPOCHS = 2
@@ -76,6 +76,7 @@ def test_runs_lists_every_run_without_importing_tensorflow(runs_dir):
         import sys
         from typer.testing import CliRunner
         from kexp.cli.app import app
+from tests.conftest import read_history
         result = CliRunner().invoke(app, ["runs", {str(runs_dir)!r}], env={{"COLUMNS": "200"}})
         print(result.output)
         print("exit", result.exit_code)
@@ -90,8 +91,7 @@ def test_runs_lists_every_run_without_importing_tensorflow(runs_dir):
     assert "exit 0" in out, out + done.stderr
     assert "imported []" in out
 
-    with open(_digits_run(runs_dir) / "history.csv", newline="") as f:
-        history = list(csv.DictReader(f))
+    history = read_history(_digits_run(runs_dir))
     best_loss = min(float(r["val_loss"]) for r in history)
     best_acc = max(float(r["val_accuracy"]) for r in history)
     digits = _row(out, "digits-mlp/")

@@ -18,11 +18,6 @@ MODES = ["eager", "step", "epoch"]
 ROWS, BATCH = 210, 32
 
 
-@pytest.fixture(autouse=True)
-def _fresh_keras():
-    keras.backend.clear_session()
-
-
 def _classification_data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(ROWS, 4)).astype("float32")

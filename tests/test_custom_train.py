@@ -3,27 +3,20 @@ run — end to end, as the chapter's last third does them."""
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
 import keras
 import pytest
 
 from kexp.tools.smoke import missing_requirement
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, run_dir_of
+from tests.conftest import read_history as history
 
 
 def train(kexp, *args):
     result = kexp("train", *args)
     assert result.exit_code == 0, result.stderr
-    line = [ln for ln in result.stdout.splitlines() if ln.startswith("run directory: ")][-1]
-    return Path(line.removeprefix("run directory: "))
-
-
-def history(run: Path) -> list[dict]:
-    with open(run / "history.csv") as f:
-        return list(csv.DictReader(f))
+    return run_dir_of(result)
 
 
 def test_custom_loop_matches_fit_on_the_digits_config(kexp, tmp_path):

@@ -16,16 +16,9 @@ from typer.testing import CliRunner
 from kexp.cli.app import app
 from kexp.tools.soak import file_problems
 from kexp.training import resume as rs
-from tests.test_resume import (
-    CONFIG,
-    assert_same_weights,
-    epochs_in,
-    info,
-    only_run,
-    run_dir_of,
-    start_kexp,
-    wait_for,
-)
+from tests.conftest import read_run_json as info
+from tests.conftest import run_dir_of
+from tests.test_resume import CONFIG, assert_same_weights, epochs_in, only_run, start_kexp, wait_for
 
 LOOPS = ["fit", "custom"]
 

@@ -1,5 +1,5 @@
-"""Tests for kexp.distribute: TF_CONFIG, ports, the local-worker launcher, and one real
-MirroredStrategy run (in a subprocess: logical CPU devices must exist before TF starts)."""
+"""Tests for kexp.training.distribute and kexp.cli.workers: TF_CONFIG, ports, the local-worker
+launcher, and one real MirroredStrategy run (in a subprocess: logical CPU devices must exist before TF starts)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from kexp import distribute
+from kexp.cli import workers
 from kexp.errors import ConfigError
+from kexp.training import distribute
 
 # --------------------------------------------------------------------------- TF_CONFIG
 
@@ -93,9 +94,6 @@ def test_malformed_tf_config_is_a_config_error(monkeypatch):
         distribute.is_chief()
 
 
-# --------------------------------------------------------------------------- config checks
-
-
 # The rules between distribute: options and the rest of the config are config rules
 # (kexp.config.rules), tested through kexp train and kexp validate in tests/test_bad_input.py.
 
@@ -114,7 +112,7 @@ def test_mirrored_devices_must_exist():
 
 
 def test_free_ports_are_distinct_and_bindable_on_loopback():
-    ports = distribute.free_ports(4)
+    ports = workers.free_ports(4)
 
     assert len(set(ports)) == 4
     for port in ports:
@@ -142,7 +140,7 @@ WORKER = textwrap.dedent(
 
 def _launch(capsys, sleeps: str, codes: str) -> tuple[int, str, float]:
     start = time.monotonic()
-    code = distribute.launch_local_workers(
+    code = workers.launch_local_workers(
         [sys.executable, "-c", WORKER, sleeps, codes], 2, grace_period=2.0
     )
     return code, capsys.readouterr().out, time.monotonic() - start
@@ -161,7 +159,7 @@ def test_launcher_gives_each_worker_its_tf_config_and_prefixes_output(capsys):
 
 def test_launcher_passes_each_line_with_its_worker(capsys):
     seen: list[tuple[int, str]] = []
-    code = distribute.launch_local_workers(
+    code = workers.launch_local_workers(
         [sys.executable, "-c", WORKER, "0,0", "0,0"], 2, grace_period=2.0,
         on_line=lambda index, line: seen.append((index, line)),
     )
@@ -210,7 +208,7 @@ SIGNALLED_WORKER = textwrap.dedent(
 LAUNCHER = textwrap.dedent(
     """
     import sys
-    from kexp.distribute import launch_local_workers
+    from kexp.cli.workers import launch_local_workers
     argv = [sys.executable, "-c", sys.argv[1], sys.argv[2]]
     sys.exit(launch_local_workers(argv, 2, grace_period=1.0))
     """
@@ -255,7 +253,7 @@ MIRRORED_VS_DEFAULT = textwrap.dedent(
     """
     import json
     import numpy as np
-    from kexp import distribute
+    from kexp.training import _keras_private, distribute
     mirrored = distribute.make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
     default = distribute.make_strategy("default")
     import keras
@@ -274,7 +272,7 @@ MIRRORED_VS_DEFAULT = textwrap.dedent(
         if weights is not None:
             model.set_weights(weights)
         initial = model.get_weights()
-        distribute.build_for_strategy(model, strategy, (x[:32], y[:32]))
+        _keras_private.symbolic_build(model, (x[:32], y[:32]), strategy)
 
         def train_one(data):
             xb, yb = data

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CONFIGS, REPO, run_kexp
+from tests.conftest import CONFIGS, REPO, read_history, run_kexp
 
 STEP_LOG_PLUGIN = textwrap.dedent(
     """
@@ -120,13 +120,6 @@ def _worker_temp_dirs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("kexp-worker*")}
 
 
-def _history(run_dir: Path) -> list[dict[str, float]]:
-    import csv
-
-    with open(run_dir / "history.csv") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def _run_dir(out: str, cwd: Path | None = None) -> Path:
     last = out.strip().splitlines()[-1]
     assert last.startswith("run directory: "), out[-3000:]
@@ -174,11 +167,11 @@ def test_local_workers_launcher_does_not_import_tensorflow(tmp_path):
     code = textwrap.dedent(
         """
         import json, sys
-        import kexp.distribute as distribute
+        import kexp.cli.workers as workers
         def launch(argv, n, **kwargs):
             print(json.dumps({"tf": "tensorflow" in sys.modules, "argv": argv[3:], "n": n}))
             return 0
-        distribute.launch_local_workers = launch
+        workers.launch_local_workers = launch
         from kexp.cli.app import main
         sys.argv = ["kexp", *sys.argv[1:]]
         main()
@@ -229,7 +222,7 @@ def test_mirrored_on_two_cpus_gives_the_default_strategys_weights_in_both_loops(
         assert result.returncode == 0, result.stderr[-3000:]
         run_dir = _run_dir(result.stdout)
         weights[label] = _weights(run_dir / "model.keras")
-        histories[label] = _history(run_dir)
+        histories[label] = read_history(run_dir, numbers=True)
         if label != "default":
             info = json.loads((run_dir / "run.json").read_text())
             assert info["cluster"] == {"strategy": "mirrored", "replicas": 2}
@@ -261,7 +254,7 @@ def test_two_local_workers_train_digits_like_one_worker(cluster):
     code, out = cluster.run(CONFIGS / "digits_mlp.yaml", *common, "runs1",
                             "--set", "train.loop=custom")
     assert code == 0, out[-3000:]
-    one = _history(_run_dir(out, cluster.tmp))[-1]["val_accuracy"]
+    one = read_history(_run_dir(out, cluster.tmp), numbers=True)[-1]["val_accuracy"]
     cluster.clear()
 
     code, out = cluster.run(CONFIGS / "digits_mlp.yaml", *common, "runs2", *MULTI_WORKER,
@@ -269,7 +262,7 @@ def test_two_local_workers_train_digits_like_one_worker(cluster):
     assert code == 0, out[-3000:]
     assert "[worker 0] worker 0 of 2 (chief)" in out and "[worker 1] worker 1 of 2" in out
     run_dir = _run_dir(out, cluster.tmp)
-    two = _history(run_dir)[-1]["val_accuracy"]
+    two = read_history(run_dir, numbers=True)[-1]["val_accuracy"]
     assert abs(one - two) <= 0.02, (one, two)
     # Written once, by the chief; the other worker's private copy is gone.
     assert [p.name for p in (cluster.tmp / "runs2").iterdir()] == ["digits-mlp"]
@@ -312,7 +305,7 @@ def test_sigterm_to_one_worker_then_resume_runs_each_step_once(cluster):
     assert cluster.steps(0) == expected and cluster.steps(1) == expected
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["resumed"][-1]["step"] == stopped
-    history = _history(run_dir)
+    history = read_history(run_dir, numbers=True)
     assert len(history) == 2
     assert not (run_dir / "checkpoints" / "preemption").exists()
 
@@ -324,6 +317,6 @@ def test_sigterm_to_one_worker_then_resume_runs_each_step_once(cluster):
                             "--set", "train.callbacks=[{type: StepLog}]",
                             *MULTI_WORKER, "--local-workers", "2")
     assert code == 0, out[-3000:]
-    whole = _history(_run_dir(out, cluster.tmp))
+    whole = read_history(_run_dir(out, cluster.tmp), numbers=True)
     assert [row["val_loss"] for row in history] == [row["val_loss"] for row in whole]
     assert _worker_temp_dirs() <= before

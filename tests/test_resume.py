@@ -22,7 +22,8 @@ import tensorflow as tf
 from kexp.runs import Run
 from kexp.training import resume as rs
 from kexp.training.callbacks import checkpoint_info
-from tests.conftest import REPO
+from tests.conftest import REPO, run_dir_of
+from tests.conftest import read_run_json as info
 
 # A small deterministic job with shuffling and dropout (digits: 1,437 training images).
 CONFIG = """
@@ -48,18 +49,6 @@ train:
 
 
 # --- helpers shared with test_determinism.py ---------------------------------------------
-
-def run_dir_of(result) -> Path:
-    """The run directory `kexp train` printed."""
-    for line in result.stdout.splitlines():
-        if line.startswith("run directory: "):
-            return Path(line.removeprefix("run directory: "))
-    raise AssertionError(f"no run directory in the output:\n{result.stdout}\n{result.stderr}")
-
-
-def info(run: Path) -> dict:
-    return json.loads((run / "run.json").read_text())
-
 
 def epochs_in(path: Path) -> list[int]:
     with open(path, newline="") as f:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kexp.training.threads import FEW_CORES, SMALL_BATCH_VALUES, auto_threads
-from tests.conftest import CONFIGS, run_kexp
+from kexp.training.threads import auto_threads
+from tests.conftest import CONFIGS, read_run_json, run_dir_of, run_kexp
 
 
 @pytest.mark.parametrize(("batch", "x", "cores", "expected"), [
@@ -38,16 +37,11 @@ def test_auto_threads_divides_the_cores_between_sweep_jobs(share, batch, expecte
     assert auto_threads(batch, np.zeros((10, 784))) == expected
 
 
-def test_the_rule_matches_its_constants():
-    assert (FEW_CORES, SMALL_BATCH_VALUES) == (2, 65_536)
-
-
 def _run_json(tmp_path: Path, *sets: str) -> dict:
     result = run_kexp("train", CONFIGS / "digits_mlp.yaml", "--runs-dir", tmp_path,
                       "--set", "train.epochs=1", *[a for s in sets for a in ("--set", s)])
     assert result.returncode == 0, result.stderr
-    run = Path(result.stdout.split("run directory: ")[1].split()[0])
-    return json.loads((run / "run.json").read_text())
+    return read_run_json(run_dir_of(result))
 
 
 def test_run_json_records_the_threads_auto_picked_and_the_ones_set(tmp_path):

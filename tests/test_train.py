@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import subprocess
@@ -14,24 +13,17 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import CONFIGS, REPO
+from tests.conftest import CONFIGS, REPO, run_dir_of
+from tests.conftest import read_history as history
 
 SPEC_FILES = ("config.yaml", "run.json", "history.csv", "logs", "checkpoints/last.keras",
               "checkpoints/best.keras", "model.keras", "metrics.json", "summary.txt")
 
 
 def train(kexp, *args):
+    """The result, and the run directory it printed (None when it printed none)."""
     result = kexp("train", *args)
-    run = None
-    for line in result.stdout.splitlines():
-        if line.startswith("run directory: "):
-            run = Path(line.removeprefix("run directory: "))
-    return result, run
-
-
-def history(run: Path) -> list[dict]:
-    with open(run / "history.csv") as f:
-        return list(csv.DictReader(f))
+    return result, run_dir_of(result) if "run directory: " in result.stdout else None
 
 
 def test_digits_run_directory_has_every_file_of_the_spec(kexp, tmp_path):

@@ -45,7 +45,7 @@ def tensorboard(
 def _run_logs(paths: list[Path]) -> list[tuple[str, Path]]:
     """``(name, logs dir)`` of every run under ``paths`` that has a ``logs/``, names unique."""
     from kexp.errors import DataError
-    from kexp.runs import find_runs, read_run
+    from kexp.runs import find_runs, read_record
 
     found: dict[Path, str] = {}
     for path in paths:
@@ -55,7 +55,9 @@ def _run_logs(paths: list[Path]) -> list[tuple[str, Path]]:
         for run in find_runs(path):
             logs = (run / "logs").resolve()
             if logs.is_dir() and logs not in found:
-                found[logs] = _unique(_name(run, read_run(run).get("name")), found.values())
+                record = read_record(run)
+                name = _name(run, record.name if record is not None else None)
+                found[logs] = _unique(name, found.values())
     return [(name, logs) for logs, name in found.items()]
 
 

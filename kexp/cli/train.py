@@ -122,7 +122,7 @@ def _resume(run_dir: Path, config: Path | None, sets: list[str], plugins: list[s
 
 
 def _echo_run(path: Path) -> None:
-    from kexp.distribute import is_chief
+    from kexp.training.distribute import is_chief
 
     if is_chief():
         typer.echo(f"run directory: {path}")
@@ -147,7 +147,7 @@ def _set_tf_config(workers: str | None, worker_index: int | None) -> None:
         missing = "--worker-index" if workers is not None else "--workers"
         raise typer.BadParameter(f"--workers and --worker-index go together; {missing} is "
                                  "missing.", param_hint=missing)
-    from kexp.distribute import tf_config_for
+    from kexp.training.distribute import tf_config_for
 
     addresses = [w.strip() for w in workers.split(",") if w.strip()]
     os.environ["TF_CONFIG"] = json.dumps(tf_config_for(addresses, worker_index))
@@ -183,7 +183,8 @@ def _check_multi_worker(config: Path | None, resume: Path | None, sets: list[str
 def _launch(n: int, config: Path | None, sets: list[str], plugins: list[str],
             name: str | None, runs_dir: Path | None, smoke: bool, resume: Path | None) -> int:
     """Run ``n`` workers of this command on 127.0.0.1; returns the cluster's exit code."""
-    from kexp.distribute import PREEMPTED_EXIT_CODE, launch_local_workers
+    from kexp.cli.workers import launch_local_workers
+    from kexp.training.distribute import PREEMPTED_EXIT_CODE
 
     argv = [sys.executable, "-m", "kexp.cli.app", "train"]
     argv += [str(config)] if config is not None else []

@@ -9,7 +9,7 @@ from typing import Any
 from kexp.data.splits import Arrays, Split, Splits
 from kexp.errors import DataError
 
-__all__ = ["check_against_model", "input_spec", "shapes_compatible"]
+__all__ = ["check_against_model", "first_non_finite", "input_spec", "shapes_compatible"]
 
 
 def input_spec(splits: Splits) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
@@ -156,3 +156,24 @@ def shapes_compatible(actual: tuple, expected: tuple) -> bool:
         expected = expected[:-1]
     return len(actual) == len(expected) and all(
         e is None or a == e for a, e in zip(actual, expected, strict=True))
+
+
+def first_non_finite(splits: Splits) -> str:
+    """Where the first NaN or Inf in the floating-point data is ('' when there is none): a
+    run must not train on it (some models mask a NaN: ``relu(NaN)`` is 0 on some CPUs)."""
+    import numpy as np
+
+    for split_name in ("train", "validation", "test"):
+        split = getattr(splits, split_name)
+        if split is None:
+            continue
+        for role, arrays in (("features", split.x), ("targets", split.y)):
+            for name, array in _named(arrays, ""):
+                if array is None or not np.issubdtype(array.dtype, np.floating):
+                    continue
+                rows = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+                if rows.any():
+                    label = f"{role} {name!r}" if name else role
+                    return (f"{split.source or split_name}: {label} of the {split_name} split "
+                            f"hold a NaN or Inf at sample {int(np.argmax(rows))}")
+    return ""

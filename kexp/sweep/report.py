@@ -62,7 +62,7 @@ class TrialReporter(keras.callbacks.Callback):
         (``logs/validation`` for a ``val_`` metric, else ``logs/train``), where the
         dashboard finds the session's metrics."""
         run = Run(self.context.run_dir)
-        if run.info().get("hparams_logged"):
+        if run.record().hparams_logged:
             return  # a resumed trial: written by its first process
         split = "validation" if self.context.metric.startswith("val_") else "train"
         logs = self.context.run_dir / "logs" / split

@@ -62,9 +62,9 @@ class TrialContext:
     def finish(self, run_dir: Path) -> None:
         """After training returns: a run the pruner stopped is ``pruned``, not completed."""
         run = Run(Path(run_dir))
-        info = run.info()
-        if info.get("pruned_epoch") is not None and info.get("status") == "completed":
-            run.update(status="pruned", reason=f"pruned after epoch {info['pruned_epoch']} "
+        record = run.record()
+        if record.pruned_epoch is not None and record.status == "completed":
+            run.update(status="pruned", reason=f"pruned after epoch {record.pruned_epoch} "
                        f"({self.pruner.get('type')} pruner, {self.metric})")
 
 

@@ -5,6 +5,11 @@ non-finite losses and weights). Both training loops drive the same list through 
 
 kexp's own callbacks are written for chunked batch hooks (Keras's ``steps_per_execution``
 contract), so they never force per-batch execution.
+
+Keras's own callbacks are used wherever they do the job: the user's ``ModelCheckpoint``,
+``CSVLogger``, ``TensorBoard``, ``EarlyStopping`` ... run unchanged, and the run's TensorBoard
+logs are Keras's ``TensorBoard``. Each kexp callback below says why Keras's closest one is
+not used: a measured cost, or something the run directory promises that it does not do.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ from kexp.config.schema import Component
 from kexp.monitor import higher_is_better
 from kexp.registry import CALLBACKS
 from kexp.runs import Run, atomic_path, atomic_write
+from kexp.training import _keras_private as private
 
 __all__ = [
     "build_user_callbacks",
     "needs_every_batch",
+    "TRAIN_BATCH_HOOKS",
+    "TEST_BATCH_HOOKS",
     "HistoryCSV",
     "RunCheckpoints",
     "Progress",
@@ -71,18 +79,27 @@ def _is_path_arg(key: str) -> bool:
     return key in _PATH_ARGS or key.endswith(("_path", "_file", "_dir"))
 
 
-def needs_every_batch(callbacks: list[keras.callbacks.Callback]) -> bool:
-    """True when a callback outside Keras and kexp overrides a batch hook: it wants to see
-    every batch (e.g. the chapter's per-batch loss plotter), so batches run one per call."""
-    hooks = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
-    for callback in callbacks:
-        for hook in hooks:
-            if hook in vars(callback):
-                return True
-            owner = next(c for c in type(callback).__mro__ if hook in vars(c))
-            if not owner.__module__.startswith(("keras.", "kexp.training.")):
-                return True
-    return False
+# Batch hooks. `Callback.on_train_batch_*` forwards to `on_batch_*`, so those count for training.
+TRAIN_BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
+                     "on_train_batch_end")
+TEST_BATCH_HOOKS = ("on_test_batch_begin", "on_test_batch_end")
+
+
+def needs_every_batch(callbacks: Sequence[keras.callbacks.Callback],
+                      hooks: Sequence[str] = TRAIN_BATCH_HOOKS) -> bool:
+    """True when a callback outside Keras and kexp overrides one of the batch ``hooks``
+    (including functions set on the instance, as ``LambdaCallback`` does): it wants to see
+    every batch (e.g. the chapter's per-batch loss plotter), so batches run one per call.
+    Keras's and kexp's own callbacks are written for chunked batch hooks (Keras's
+    ``steps_per_execution`` contract) and never force it."""
+    return any(_overrides(callback, hook) for callback in callbacks for hook in hooks)
+
+
+def _overrides(callback: keras.callbacks.Callback, hook: str) -> bool:
+    if hook in vars(callback):
+        return True
+    owner = next(c for c in type(callback).__mro__ if hook in vars(c))
+    return not owner.__module__.startswith(("keras.", "kexp.training."))
 
 
 def resolve_monitor(monitor: str, has_validation: bool) -> str:
@@ -112,7 +129,12 @@ class HistoryCSV(keras.callbacks.Callback):
     writes it), every metric, and the learning rate. The whole file is rewritten atomically
     each epoch, so a crash never leaves half a row. A resumed run passes the file's rows and
     the epoch it resumes at: earlier rows are kept, rows of epochs being redone are dropped.
-    (``initial_epoch`` is an argument because Keras does not pass it to callbacks.)"""
+    (``initial_epoch`` is an argument because Keras does not pass it to callbacks.)
+
+    Why not Keras's ``CSVLogger``: it writes only the keys of the logs (``fit``'s logs have
+    no learning rate unless a learning-rate callback adds it; the run's history has the
+    column), and it appends a row at a time, so a kill mid-write leaves half a row, where
+    every file of a run directory must parse after a crash."""
 
     def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None,
                  initial_epoch: int = 0):
@@ -172,7 +194,14 @@ class RunCheckpoints(keras.callbacks.Callback):
     Each file records its epoch (and ``best.keras`` its monitored value) in its ``kexp.json``
     entry (``checkpoint_info``). ``best`` is the best value so far: a resumed run passes the
     value recorded in ``best.keras`` itself, so a restart never replaces the best model with
-    a worse one, even if the run was killed between saving it and saving its state."""
+    a worse one, even if the run was killed between saving it and saving its state.
+
+    Why not two Keras ``ModelCheckpoint``s (last and best): each would call ``model.save``,
+    and a second save costs 20 ms on the MNIST network where a copy of the saved archive
+    costs 1 ms; kexp's per-epoch work measured 55-65 ms with two saves and 31-37 ms with one
+    save and a copy (``bench/README.md``, "Epoch end"). ``ModelCheckpoint`` also writes in
+    place (a kill mid-save leaves a broken file) and cannot record the monitored value in
+    the file."""
 
     def __init__(self, run: Run, monitor: str, mode: str = "auto",
                  best: float | None = None):
@@ -211,11 +240,9 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     batch, measured by ``make bench``). Profiling (``profile_batch``) still works."""
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.update_freq != "epoch" or self._should_trace or self.write_steps_per_second:
+        if not private.tensorboard_epoch_only(self):
             return super().on_train_batch_end(batch, logs)
-        if self._should_write_train_graph:
-            self._write_keras_model_train_graph()
-            self._should_write_train_graph = False
+        private.write_pending_train_graph(self)
 
 
 class EpochCounter(keras.callbacks.Callback):
@@ -274,7 +301,10 @@ class NonFiniteGuard(keras.callbacks.Callback):
     """Stops training at the first NaN or Inf loss, or at the end of an epoch that left a
     weight NaN or Inf (a ReLU can hide a NaN weight from the loss), and remembers why: the
     engine marks the run failed; the last checkpoint and state, saved from finite weights,
-    are kept."""
+    are kept.
+
+    Why not Keras's ``TerminateOnNaN``: it looks at ``loss`` only, never at the weights, and
+    keeps no reason for run.json."""
 
     def __init__(self):
         super().__init__()
@@ -316,7 +346,8 @@ def _first_non_finite_weight(model: Any) -> str:
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """Keeps ``run.json`` current: epochs completed and the latest metrics."""
+    """Keeps ``run.json`` current: epochs completed and the latest metrics (no Keras
+    counterpart)."""
 
     def __init__(self, run: Run):
         super().__init__()
@@ -329,7 +360,11 @@ class RunRecorder(keras.callbacks.Callback):
 
 class Progress(keras.callbacks.Callback):
     """A Rich progress display: a live bar within each epoch on a terminal, and one line per
-    epoch with every metric (the only output when not on a terminal, e.g. in CI)."""
+    epoch with every metric (the only output when not on a terminal, e.g. in CI).
+
+    Why not Keras's progress bar (``verbose=1``): it redraws with carriage returns, which
+    fill a CI log with one line per update, and it is written to stdout, where ``kexp train``
+    prints only the run directory."""
 
     def __init__(self, epochs: int, steps: int | None, stream: Any = None):
         super().__init__()

@@ -48,9 +48,10 @@ traces a function that creates variables twice.
 
 The train and test steps are plain module-level functions of ``(model, data)``. Under a
 distribution strategy (``strategy=``, any but the default one) each runs on every replica's
-share of the global batch with ``strategy.run`` (``kexp.distribute.distributed_step``); the
-datasets are distributed here, and metric results are read outside ``strategy.run``, so that
-every worker reads them -- a cross-worker collective -- at the same points. Keras's
+share of the global batch with ``strategy.run``
+(``kexp.training.distribute.distributed_step``); the datasets are distributed here, and
+metric results are read outside ``strategy.run``, so that every worker reads them -- a
+cross-worker collective -- at the same points. Keras's
 ``compute_loss`` already scales the loss by ``1 / replicas`` and the optimizer sums the
 replicas' gradients, so the step itself is unchanged.
 
@@ -63,10 +64,13 @@ needs every batch, so a pre-emption then waits for the end of the epoch.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+from kexp.training import _keras_private as private
 
 if TYPE_CHECKING:
     import keras
@@ -75,12 +79,6 @@ if TYPE_CHECKING:
 __all__ = ["COMPILE_MODES", "fit_custom", "evaluate_custom"]
 
 COMPILE_MODES = ("eager", "step", "epoch")
-
-# Hooks that, when a non-Keras callback overrides them, make `epoch` mode run one batch per
-# call. `Callback.on_train_batch_*` forwards to `on_batch_*`, so those count for training.
-_TRAIN_BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
-                      "on_train_batch_end")
-_TEST_BATCH_HOOKS = ("on_test_batch_begin", "on_test_batch_end")
 
 # "Run until the iterator is exhausted" for the compiled epoch function.
 _ALL_STEPS = 2**31 - 1
@@ -131,7 +129,7 @@ def fit_custom(
         initial_step: Batches of ``initial_epoch`` already done (a run resumed from a
             pre-emption checkpoint); ``x`` must start after them.
         preemption_dir: With ``strategy``: the chief's pre-emption checkpoint directory
-            (``kexp.distribute.preemption_handler``); ``None``: no pre-emption handling.
+            (``kexp.training.distribute.preemption_handler``); ``None``: no pre-emption handling.
         restore_preemption: Restore the checkpoint in ``preemption_dir`` first (it must hold
             the state of step ``initial_epoch * steps_per_epoch + initial_step``); otherwise
             a stale one there is removed.
@@ -141,8 +139,8 @@ def fit_custom(
 
     Raises:
         ValueError: For an unknown ``compile_mode`` or an uncompiled model.
-        kexp.distribute.Preempted: A worker got SIGTERM; its ``step`` attribute is the global
-            step saved in ``preemption_dir``.
+        kexp.training.distribute.Preempted: A worker got SIGTERM; its ``step`` attribute is
+            the global step saved in ``preemption_dir``.
 
     Example:
         ```python
@@ -151,26 +149,12 @@ def fit_custom(
         history = fit_custom(model, train_ds, epochs=3, validation_data=val_ds)
         ```
     """
-    import keras
-
-    if compile_mode not in COMPILE_MODES:
-        raise ValueError(
-            f"Unknown compile_mode: expected one of {', '.join(COMPILE_MODES)}. "
-            f"Received: compile_mode={compile_mode!r}"
-        )
-    if not model.compiled:
-        raise ValueError("fit_custom() needs a compiled model: call model.compile() first.")
-    if strategy is not None and _is_default(strategy):
-        strategy = None
-    _build(model, x, strategy)
+    strategy = _checked(model, compile_mode, strategy)
+    private.symbolic_build(model, x.element_spec, strategy)
     steps = steps_per_epoch or _known_cardinality(x)
     callbacks = _callback_list(callbacks, model, epochs=epochs, steps=steps, verbose=verbose)
-    train_loop = _Loop(model, _train_step, x, compile_mode, strategy=strategy,
-                       every_batch=_wants_every_batch(callbacks.callbacks, _TRAIN_BATCH_HOOKS))
-    test_loop = None
-    if validation_data is not None:
-        test_loop = _Loop(model, _test_step, validation_data, compile_mode, strategy=strategy,
-                          every_batch=_wants_every_batch(callbacks.callbacks, _TEST_BATCH_HOOKS))
+    train_loop, test_loop = _loops(model, x, validation_data, compile_mode, strategy,
+                                   callbacks.callbacks)
     if strategy is not None:
         x = _distribute(strategy, x)
 
@@ -179,7 +163,7 @@ def fit_custom(
     model.stop_training = False
     callbacks.on_train_begin()
     # A callback such as BackupAndRestore may set the epoch to resume from in on_train_begin.
-    initial_epoch = model._initial_epoch or initial_epoch
+    initial_epoch = private.initial_epoch(model) or initial_epoch
     with _preemption(strategy, model, preemption_dir, restore_preemption,
                      initial_epoch * (steps or 0) + initial_step) as guard:
         train_loop.guard = guard
@@ -196,21 +180,66 @@ def fit_custom(
             if steps_per_epoch and first + done < steps_per_epoch and not model.stop_training:
                 _warn_out_of_data(epoch, first + done, steps_per_epoch)
                 model.stop_training = True
-            # Read before evaluation resets the metrics.
-            epoch_logs = model.get_metrics_result()
-            if test_loop is not None:
-                val_logs = _evaluate(model, test_loop, validation_data, validation_steps,
+            epoch_logs = _epoch_logs(model, test_loop, validation_data, validation_steps,
                                      callbacks, strategy)
-                epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
             callbacks.on_epoch_end(epoch, epoch_logs)
             if model.stop_training:
                 break
 
+    _end_training(model, epochs, callbacks, epoch_logs)
+    return model.history
+
+
+def _end_training(model: keras.Model, epochs: int, callbacks: keras.callbacks.CallbackList,
+                  logs: Logs | None) -> None:
+    import keras
+
     # As `fit` does: e.g. swaps in the moving-average weights of an optimizer using EMA.
     if isinstance(model.optimizer, keras.optimizers.Optimizer) and epochs > 0:
         model.optimizer.finalize_variable_values(model.trainable_weights)
-    callbacks.on_train_end(logs=epoch_logs)
-    return model.history
+    callbacks.on_train_end(logs=logs)
+
+
+def _checked(model: keras.Model, compile_mode: str,
+             strategy: tf.distribute.Strategy | None) -> tf.distribute.Strategy | None:
+    """Check the arguments of ``fit_custom``; returns the strategy, None for the default."""
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(
+            f"Unknown compile_mode: expected one of {', '.join(COMPILE_MODES)}. "
+            f"Received: compile_mode={compile_mode!r}"
+        )
+    if not model.compiled:
+        raise ValueError("fit_custom() needs a compiled model: call model.compile() first.")
+    return None if strategy is None or _is_default(strategy) else strategy
+
+
+def _loops(model: keras.Model, x: tf.data.Dataset, validation_data: tf.data.Dataset | None,
+           compile_mode: str, strategy: tf.distribute.Strategy | None,
+           callbacks: list[keras.callbacks.Callback]) -> tuple[_Loop, _Loop | None]:
+    """The train loop, and the validation loop (None without validation data); each runs one
+    batch per call when a callback needs to see its batches."""
+    from kexp.training.callbacks import TEST_BATCH_HOOKS, needs_every_batch
+
+    train_loop = _Loop(model, _train_step, x, compile_mode, strategy=strategy,
+                       every_batch=needs_every_batch(callbacks))
+    if validation_data is None:
+        return train_loop, None
+    return train_loop, _Loop(model, _test_step, validation_data, compile_mode,
+                             strategy=strategy,
+                             every_batch=needs_every_batch(callbacks, TEST_BATCH_HOOKS))
+
+
+def _epoch_logs(model: keras.Model, test_loop: _Loop | None, validation_data: Any,
+                validation_steps: int | None, callbacks: keras.callbacks.CallbackList,
+                strategy: tf.distribute.Strategy | None) -> Logs:
+    """The epoch's train metrics (read before evaluation resets them), then the validation
+    ones prefixed ``val_``."""
+    logs = model.get_metrics_result()
+    if test_loop is not None:
+        val_logs = _evaluate(model, test_loop, validation_data, validation_steps, callbacks,
+                             strategy)
+        logs.update({f"val_{name}": value for name, value in val_logs.items()})
+    return logs
 
 
 def evaluate_custom(model: keras.Model, dataset: tf.data.Dataset, *,
@@ -223,7 +252,7 @@ def evaluate_custom(model: keras.Model, dataset: tf.data.Dataset, *,
 
     if strategy is not None and _is_default(strategy):
         strategy = None
-    _build(model, dataset, strategy)
+    private.symbolic_build(model, dataset.element_spec, strategy)
     loop = _Loop(model, _test_step, dataset, compile_mode, every_batch=False, strategy=strategy)
     return _evaluate(model, loop, dataset, None, keras.callbacks.CallbackList([], model=model),
                      strategy)
@@ -255,9 +284,7 @@ def _train_step(model: keras.Model, data: Any) -> Logs:
     # Forward pass: every output's compiled loss (times its loss weight) plus model.losses.
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True)
-        loss = model._compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-        )
+        loss = _compute_loss(model, x, y, y_pred, sample_weight, training=True)
         _track_loss(model, x, loss)
         # Mixed-precision loss scaling; the identity for other optimizers.
         scaled_loss = model.optimizer.scale_loss(loss)
@@ -276,26 +303,37 @@ def _test_step(model: keras.Model, data: Any) -> Logs:
 
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     y_pred = model(x, training=False)
-    loss = model._compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
-    )
+    loss = _compute_loss(model, x, y, y_pred, sample_weight, training=False)
     _track_loss(model, x, loss)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _compute_loss(model: keras.Model, x: Any, y: Any, y_pred: Any, sample_weight: Any,
+                  training: bool) -> Any:
+    """``model.compute_loss``: every output's compiled loss (times its loss weight) plus
+    ``model.losses``. A subclass may override it without the ``training`` argument (Keras
+    added it in 3.3), as ``fit`` allows."""
+    if "training" in inspect.signature(model.compute_loss).parameters:
+        return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                  training=training)
+    return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
 
 
 def _track_loss(model: keras.Model, x: Any, loss: Any) -> None:
     """Adds a batch's loss to the model's ``loss`` tracker (a ``Mean``), as ``fit`` does.
 
     Weighting by the batch size makes the epoch loss a per-sample mean even with a partial
-    last batch, and is what makes it match ``fit``. Keras's own unscaling undoes the
-    per-replica scaling ``compute_loss`` applies under a distribution strategy.
+    last batch, and is what makes it match ``fit``. Under a distribution strategy
+    ``compute_loss`` scales the loss by ``1 / replicas``; the tracker gets the unscaled loss,
+    as Keras's ``unscale_loss_for_distribution`` gives it to ``fit``'s.
     """
     import tensorflow as tf
-    from keras.src.losses.loss import unscale_loss_for_distribution
 
     batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-    model._loss_tracker.update_state(unscale_loss_for_distribution(loss),
-                                     sample_weight=batch_size)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        loss = loss * tf.cast(replicas, loss.dtype)
+    private.loss_tracker(model).update_state(loss, sample_weight=batch_size)
 
 
 class _Loop:
@@ -319,7 +357,7 @@ class _Loop:
         run_one = one_step
         spec = dataset.element_spec
         if strategy is not None:
-            from kexp.distribute import distributed_step
+            from kexp.training.distribute import distributed_step
 
             run_one = distributed_step(strategy, lambda data: _updates_only(step(model, data)))
             spec = _distribute(strategy, dataset).element_spec
@@ -385,7 +423,7 @@ def _updates_only(logs: Logs) -> Logs:
 
 
 def _distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset) -> Any:
-    from kexp.distribute import distribute_dataset
+    from kexp.training.distribute import distribute_dataset
 
     return distribute_dataset(strategy, dataset)
 
@@ -440,22 +478,6 @@ def _evaluate(model: keras.Model, loop: _Loop, dataset: tf.data.Dataset, steps: 
     return logs
 
 
-def _build(model: keras.Model, dataset: tf.data.Dataset,
-           strategy: tf.distribute.Strategy | None = None) -> None:
-    """Creates the model's, compiled loss's, metrics' and optimizer's variables up front.
-
-    Built from the dataset's element spec, so no batch is consumed; with every variable in
-    place before tracing, each ``tf.function`` traces once instead of twice. Under a strategy
-    this is also what makes the compiled metrics usable inside ``strategy.run``.
-    """
-    if strategy is None:
-        model._symbolic_build(data_batch=dataset.element_spec)
-    else:
-        from kexp.distribute import build_for_strategy
-
-        build_for_strategy(model, strategy, dataset.element_spec)
-
-
 class _Guard:
     """Each executed chunk under a ``PreemptionCheckpointHandler``, with the global step
     (``step``, saved with the model and optimizer) that the handler's checkpoint records."""
@@ -480,7 +502,7 @@ def _preemption(strategy: tf.distribute.Strategy | None, model: keras.Model,
         return
     import tensorflow as tf
 
-    from kexp.distribute import Preempted, preemption_handler
+    from kexp.training.distribute import Preempted, preemption_handler
 
     counter = tf.Variable(step, dtype=tf.int64, trainable=False, name="global_step")
     # The random layers' generator states are not tracked through the model (Keras 3.15):
@@ -503,21 +525,6 @@ def _known_cardinality(dataset: tf.data.Dataset) -> int | None:
     """The number of batches in one pass, or ``None`` when tf.data cannot tell."""
     cardinality = int(dataset.cardinality())
     return cardinality if cardinality > 0 else None
-
-
-def _wants_every_batch(callbacks: list[keras.callbacks.Callback], hooks: tuple[str, ...]) -> bool:
-    """Whether a callback outside Keras overrides one of the batch ``hooks``."""
-    return any(_overrides(callback, hook) for callback in callbacks for hook in hooks)
-
-
-def _overrides(callback: keras.callbacks.Callback, hook: str) -> bool:
-    # LambdaCallback stores the user's functions on the instance.
-    if hook in vars(callback):
-        return True
-    owner = next(cls for cls in type(callback).__mro__ if hook in vars(cls))
-    # kexp's own run callbacks (progress, history, checkpoints) are written for chunked
-    # batch hooks, like Keras's: they never force one batch per call.
-    return not owner.__module__.startswith(("keras.", "kexp.training."))
 
 
 def _warn_out_of_data(epoch: int, done: int, steps_per_epoch: int) -> None:

@@ -56,7 +56,17 @@ import numpy as np
 
 from kexp.config.schema import Config
 from kexp.errors import KexpError
-from kexp.runs import Run, atomic_write, clean_temporaries, fsync_dir, now, read_run
+from kexp.runs import (
+    Run,
+    RunRecord,
+    atomic_write,
+    clean_temporaries,
+    config_hash,
+    fsync_dir,
+    now,
+    read_record,
+)
+from kexp.training import _keras_private as private
 
 __all__ = [
     "ResumeError",
@@ -85,7 +95,7 @@ _NPZ = "variables.npz"
 _JSON = "state.json"
 # Callback attributes saved by name (Keras's MonitorCallback family, TensorBoard's counters).
 _COUNTERS = ("best", "wait", "stopped_epoch", "best_epoch", "cooldown_counter",
-             "_batches_seen_since_last_saving", "_global_train_batch", "_global_test_batch")
+             *private.CALLBACK_COUNTERS)
 _ARRAY_LISTS = ("best_weights",)
 _MISSING = object()
 
@@ -217,28 +227,13 @@ def _capture_rng(arrays: dict[str, np.ndarray], rng: dict[str, Any]) -> None:
     _, keys, pos, has_gauss, cached = np.random.get_state()
     arrays["rng.numpy"] = np.asarray(keys)
     rng["numpy"] = {"pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(cached)}
-    keras_generator = _keras_global_generator()
+    keras_generator = private.keras_global_generator()
     if keras_generator is not None:
         arrays["rng.keras"] = np.asarray(keras.ops.convert_to_numpy(keras_generator.state))
-    tf_generator = _tf_global_generator()
+    tf_generator = private.tf_global_generator()
     if tf_generator is not None:
         arrays["rng.tensorflow"] = tf_generator.state.numpy()
         rng["tensorflow_algorithm"] = int(tf_generator.algorithm)
-
-
-def _keras_global_generator() -> Any:
-    """The generator behind ``keras.random`` calls without a seed (None until first used)."""
-    from keras.src.backend.common import global_state
-    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
-
-    return global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
-
-
-def _tf_global_generator() -> Any:
-    """``tf.random.get_global_generator()`` if something created it, else None."""
-    from tensorflow.python.ops import stateful_random_ops
-
-    return stateful_random_ops.global_generator
 
 
 def _commit(state_dir: Path, name: str, arrays: dict[str, np.ndarray],
@@ -390,19 +385,14 @@ def _restore_rng(saved: SavedState) -> None:
     numpy = rng["numpy"]
     np.random.set_state(("MT19937", arrays["rng.numpy"], numpy["pos"], numpy["has_gauss"],
                          numpy["gauss"]))
-    from keras.src.backend.common import global_state
-    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR, global_seed_generator
-
-    if "rng.keras" in arrays:
-        global_seed_generator().state.assign(arrays["rng.keras"])
-    else:  # not created yet when saved: it will be, from Python's (restored) generator
-        global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)
+    # None: not created yet when saved; it will be, from Python's (restored) generator.
+    private.reset_keras_global_generator(arrays.get("rng.keras"))
     if "rng.tensorflow" in arrays:
         import tensorflow as tf
 
         state, algorithm = arrays["rng.tensorflow"], rng["tensorflow_algorithm"]
         # Not get_global_generator(): under op determinism it refuses to create one.
-        generator = _tf_global_generator()
+        generator = private.tf_global_generator()
         if generator is not None and int(generator.algorithm) == algorithm:
             generator.reset(state)
         else:
@@ -470,32 +460,18 @@ def _finite_losses(logs: dict[str, Any] | None) -> bool:
 def _flush_tensorboard(callbacks: Sequence[keras.callbacks.Callback]) -> None:
     for callback in callbacks:
         if isinstance(callback, keras.callbacks.TensorBoard):
-            for writer in callback._writers.values():
+            for writer in private.tensorboard_writers(callback):
                 writer.flush()
 
 
 def _mark_tensorboard_restart(callbacks: Sequence[keras.callbacks.Callback], step: int) -> None:
-    """Write a ``SessionLog.START`` at ``step`` into each TensorBoard log directory: it tells
+    """Write a restart marker at ``step`` into each TensorBoard log directory: it tells
     TensorBoard to drop what an earlier process logged at ``step`` or later (epochs that are
-    being redone). TensorBoard ignores a directory's first START, hence two."""
-    import tensorflow as tf
-    from tensorflow.core.util import event_pb2
-    from tensorflow.python.ops import summary_ops_v2
-
-    event = event_pb2.Event(step=step, wall_time=time.time(),
-                            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
-    record = tf.constant(event.SerializeToString())
+    being redone)."""
     for callback in callbacks:
-        if not isinstance(callback, keras.callbacks.TensorBoard):
-            continue
-        writers = [callback._train_writer]
-        if Path(callback._val_dir).is_dir():
-            writers.append(callback._val_writer)
-        for writer in writers:
-            with writer.as_default():
-                summary_ops_v2.import_event(record)
-                summary_ops_v2.import_event(record)
-            writer.flush()
+        if isinstance(callback, keras.callbacks.TensorBoard):
+            for writer in private.tensorboard_writers(callback, created_only=False):
+                private.import_restart_event(writer, step, time.time())
 
 
 def after_earlier_logs(callbacks: Sequence[keras.callbacks.Callback]) -> None:
@@ -549,7 +525,7 @@ class ResumePlan:
 
     run: Run
     cfg: Config
-    info: dict[str, Any]
+    record: RunRecord
     extended: bool  # `--set train.epochs=N` changed the number of epochs
 
 
@@ -567,11 +543,10 @@ def plan_resume(path: Path, sets: Sequence[str] = ()) -> ResumePlan:
     """
     from kexp.config import load_config
     from kexp.runs import resolve_run_dir
-    from kexp.training.engine import config_hash
 
     run_dir = resolve_run_dir(Path(path))
-    info = read_run(run_dir) if run_dir is not None else {}
-    if not info or not (run_dir / "config.yaml").is_file():
+    record = read_record(run_dir) if run_dir is not None else None
+    if record is None or not (run_dir / "config.yaml").is_file():
         raise ResumeError(f"cannot resume {path}: not a run directory (no run.json and "
                           "config.yaml in it)")
     others = [s for s in sets if s.split("=", 1)[0].strip() != "train.epochs"]
@@ -580,23 +555,23 @@ def plan_resume(path: Path, sets: Sequence[str] = ()) -> ResumePlan:
             f"cannot resume {run_dir} with --set {others[0]}: a resumed run continues with "
             "its own config.yaml; the one change allowed is --set train.epochs=N")
     cfg = load_config(run_dir / "config.yaml")
-    recorded = info.get("config_hash")
-    if config_hash(cfg) != recorded:
+    recorded, current = record.config_hash, config_hash(cfg.to_yaml_dict())
+    if current != recorded:
         raise ResumeError(
             f"cannot resume {run_dir}: its config.yaml no longer matches the config it was "
-            f"trained with (hash {config_hash(cfg)}, run.json records {recorded}). Restore the "
+            f"trained with (hash {current}, run.json records {recorded}). Restore the "
             f"file, or start a new run: kexp train {run_dir / 'config.yaml'}")
     extended = False
     if sets:
         cfg = load_config(run_dir / "config.yaml", list(sets))
-        extended = cfg.train.epochs != info.get("epochs")
-        if extended and info.get("smoke"):
+        extended = cfg.train.epochs != record.epochs
+        if extended and record.smoke:
             raise ResumeError(f"cannot resume {run_dir} with more epochs: it is a --smoke run")
-    if info.get("status") == "completed" and not extended:
+    if record.status == "completed" and not extended:
         raise ResumeError(
-            f"cannot resume {run_dir}: it is completed ({info.get('epochs_completed')} epochs). "
+            f"cannot resume {run_dir}: it is completed ({record.epochs_completed} epochs). "
             f"To train it further: kexp train --resume {run_dir} --set train.epochs=N")
-    return ResumePlan(Run(run_dir), cfg, info, extended)
+    return ResumePlan(Run(run_dir), cfg, record, extended)
 
 
 def start_epoch(plan: ResumePlan, saved: SavedState | None) -> int:

@@ -1,4 +1,5 @@
-"""Distribution: `tf.distribute` strategies, the worker cluster, local workers, pre-emption.
+"""Distribution: `tf.distribute` strategies, the worker cluster, pre-emption, and what a run
+needs from them.
 
 ```yaml
 distribute:
@@ -9,22 +10,26 @@ distribute:
 
 How the pieces fit (TensorFlow 2.21, Keras 3.15):
 
-- ``make_strategy`` first, before any dataset or model exists: ``MultiWorkerMirroredStrategy``
-  refuses to start once TensorFlow's runtime is initialised.
+- ``start_strategy`` (``make_strategy``) first, before any dataset or model exists:
+  ``MultiWorkerMirroredStrategy`` refuses to start once TensorFlow's runtime is initialised.
 - Create the model, optimizer, metrics and compiled loss under ``strategy.scope()``, then
-  ``build_for_strategy`` on one global batch (Keras builds compiled metrics lazily, which
-  fails inside ``strategy.run``).
+  build them symbolically on one global batch (``kexp.training._keras_private.symbolic_build``;
+  Keras builds compiled metrics lazily, which fails inside ``strategy.run``).
 - ``distribute_dataset`` splits each global batch across replicas (``data.batch_size`` is the
   global batch). Keras's ``compute_loss`` already scales the loss by ``1 / replicas``, so the
   per-replica losses sum to the loss of the global batch: ``distributed_step`` sums them.
 - Every worker executes the same calls in the same order (reading a metric's result is a
-  collective); only the chief (``is_chief()``) writes files.
+  collective); only the chief (``is_chief()``) writes files. Non-chief workers train in a
+  private temporary directory (``private_dir``, ``private_copy``).
 - ``preemption_handler`` makes SIGTERM to any worker save all workers' state at the same step
-  and raise ``Preempted`` (exit code ``PREEMPTED_EXIT_CODE``); ``--resume`` restores it.
+  and raise ``Preempted`` (exit code ``PREEMPTED_EXIT_CODE``); ``--resume`` restores it
+  (``plan_distribution``).
 
-TensorFlow is imported inside functions. The rules between ``distribute:`` options and the
-rest of a config (``devices`` with ``mirrored`` only, ``multi_worker`` with the custom loop)
-are config rules, in ``kexp.config.rules``.
+The process launcher of ``--local-workers`` is part of the command line
+(``kexp.cli.workers``). TensorFlow is imported inside functions: the launcher imports this
+module for ``tf_config_for`` and must not start TensorFlow. The rules between ``distribute:``
+options and the rest of a config (``devices`` with ``mirrored`` only, ``multi_worker`` with
+the custom loop) are config rules, in ``kexp.config.rules``.
 """
 
 from __future__ import annotations
@@ -33,31 +38,38 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kexp.errors import ConfigError, KexpError, Problem
+from kexp.output import notice
+from kexp.runs import Run
+
+if TYPE_CHECKING:
+    from kexp.config.schema import Config
 
 __all__ = [
     "PREEMPTED_EXIT_CODE",
     "Preempted",
+    "Distributed",
     "make_strategy",
+    "start_strategy",
+    "strategy_scope",
+    "writes_run",
     "tf_config_for",
     "is_chief",
     "worker_index",
     "num_workers",
     "worker_addresses",
-    "free_ports",
-    "launch_local_workers",
+    "cluster_info",
+    "private_dir",
+    "private_copy",
+    "remove_private",
+    "plan_distribution",
     "distribute_dataset",
-    "build_for_strategy",
     "distributed_step",
     "preemption_handler",
     "preempted_step",
@@ -280,160 +292,6 @@ def worker_addresses() -> list[str]:
     return [*(cluster.get("chief") or []), *(cluster.get("worker") or [])]
 
 
-# --------------------------------------------------------------------------- local workers
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports free on 127.0.0.1 right now.
-
-    The sockets are held together so the ports differ, then closed: another process could
-    still take one before a worker binds it (rare; the worker then fails to start).
-    """
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def launch_local_workers(argv: list[str], n: int, *, grace_period: float = 60.0,
-                         on_line: Callable[[int, str], None] | None = None) -> int:
-    """Run ``n`` copies of a command as a cluster on 127.0.0.1 and wait for all of them.
-
-    Each copy gets its own ``TF_CONFIG`` (free ports, worker 0 is chief); its output is
-    printed with a ``[worker i]`` prefix. SIGINT or SIGTERM to this process stops the workers
-    with SIGTERM, the signal on which they save their state together and exit with
-    ``PREEMPTED_EXIT_CODE`` (a SIGINT per worker would leave them stuck in collectives); a
-    second signal, or ``grace_period`` seconds without exit, kills them. When one worker fails
-    (exits with neither 0 nor ``PREEMPTED_EXIT_CODE``), the others are stopped the same way:
-    the cluster cannot go on without it.
-
-    Args:
-        argv: the command, e.g.
-            ``[sys.executable, "-m", "kexp.cli.app", "train", "cfg.yaml"]``.
-        n: number of workers.
-        grace_period: seconds between SIGTERM and SIGKILL.
-        on_line: called with ``(worker index, line)`` for every line a worker prints.
-
-    Returns:
-        0 when every worker succeeds, else the first non-zero exit code (a worker killed by
-        signal ``s`` counts as ``128 + s``, as in a shell).
-    """
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(n)]
-    cluster = _Cluster([], grace_period)
-    # Signals are forwarded from before the first worker starts: a Ctrl-C at any moment
-    # reaches every worker (one started after it gets its SIGTERM at once).
-    with _forwarding_signals(cluster):
-        pumps = []
-        for i in range(n):
-            worker = _start_worker(argv, tf_config_for(addresses, i))
-            cluster.workers.append(worker)
-            if cluster.deadline is not None:
-                worker.send_signal(signal.SIGTERM)
-            pumps.append(_pump(worker.stdout, f"[worker {i}] ", _for_worker(on_line, i)))
-        code = cluster.wait()
-    for pump in pumps:
-        pump.join(timeout=5)
-    return code
-
-
-def _start_worker(argv: list[str], tf_config: dict[str, Any]) -> subprocess.Popen:
-    env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}
-    # A session of its own: Ctrl-C in the terminal reaches the launcher only, which turns it
-    # into one coordinated SIGTERM per worker.
-    return subprocess.Popen(
-        argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
-_print_lock = threading.Lock()
-
-
-def _for_worker(on_line: Callable[[int, str], None] | None,
-                index: int) -> Callable[[str], None] | None:
-    return None if on_line is None else lambda line: on_line(index, line)
-
-
-def _pump(stream: IO[bytes], prefix: str,
-          on_line: Callable[[str], None] | None = None) -> threading.Thread:
-    def copy() -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            with _print_lock:
-                print(prefix + line, file=sys.stdout, flush=True)
-            if on_line is not None:
-                on_line(line)
-        stream.close()
-
-    thread = threading.Thread(target=copy, daemon=True)
-    thread.start()
-    return thread
-
-
-class _Cluster:
-    """Worker processes that succeed together or are stopped together."""
-
-    def __init__(self, workers: list[subprocess.Popen], grace_period: float):
-        self.workers = workers
-        self.grace_period = grace_period
-        self.deadline: float | None = None  # when stopping workers get SIGKILL
-
-    def stop(self) -> None:
-        """SIGTERM every live worker on the first call, SIGKILL on the next."""
-        if self.deadline is None:
-            self.deadline = time.monotonic() + self.grace_period
-            self._send(signal.SIGTERM)
-        else:
-            self._send(signal.SIGKILL)
-
-    def wait(self) -> int:
-        first_failure = 0
-        while any(w.poll() is None for w in self.workers):
-            for w in self.workers:
-                code = _exit_code(w)
-                if code and not first_failure:
-                    first_failure = code
-                    if code != PREEMPTED_EXIT_CODE:
-                        self.stop()
-            if self.deadline is not None and time.monotonic() > self.deadline:
-                self._send(signal.SIGKILL)
-            time.sleep(0.05)
-        codes = [_exit_code(w) for w in self.workers]
-        return first_failure or next((c for c in codes if c), 0)
-
-    def _send(self, sig: int) -> None:
-        for w in self.workers:
-            if w.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    w.send_signal(sig)
-
-
-def _exit_code(worker: subprocess.Popen) -> int:
-    code = worker.poll()
-    if code is None:
-        return 0
-    return 128 - code if code < 0 else code
-
-
-@contextlib.contextmanager
-def _forwarding_signals(cluster: _Cluster) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be installed from the main thread
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: cluster.stop())
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 # --------------------------------------------------------------------------- training helpers
 
 
@@ -448,23 +306,6 @@ def distribute_dataset(strategy: Any, dataset: Any) -> Any:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
-
-
-def build_for_strategy(model: Any, strategy: Any, data_batch: Any) -> None:
-    """Build a compiled model's variables, compiled loss and metrics, and optimizer slots.
-
-    Keras builds compiled metrics on first use; inside ``strategy.run`` under a
-    ``tf.function`` that fails ("You must feed a value for placeholder tensor
-    'cond/else/_1/cond/Placeholder'"). ``model.fit`` avoids it with the same symbolic build,
-    from shapes only: no weight or metric changes.
-
-    Args:
-        model: a compiled model created under ``strategy.scope()``.
-        strategy: the strategy.
-        data_batch: one undistributed batch ``(x, y)`` or ``(x, y, sample_weight)``.
-    """
-    with strategy.scope():
-        model._symbolic_build(data_batch=data_batch)
 
 
 def distributed_step(strategy: Any, step_fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -556,3 +397,87 @@ def preempted_step(directory: str) -> int | None:
         return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
     except (OSError, ValueError, tf.errors.OpError):
         return None  # being removed by the chief as stale: not usable either way
+
+
+# --------------------------------------------------------------------------- a run's distribution
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """How a run is distributed: the strategy, and for ``multi_worker`` with the custom loop
+    the pre-emption checkpoint directory, whether to restore it, and the batch of the first
+    epoch it resumes at."""
+
+    strategy: Any
+    preemption_dir: str | None = None
+    restore: bool = False
+    initial_step: int = 0
+
+
+def start_strategy(cfg: Config) -> Any:
+    """The config's strategy (None for the default one), created before any tensor exists."""
+    spec = cfg.distribute
+    if spec.strategy == "default":
+        return None
+    strategy = make_strategy(spec.strategy, spec.devices, spec.communication)
+    if spec.strategy == "multi_worker":
+        role = " (chief)" if is_chief() else ""
+        notice(f"worker {worker_index()} of {num_workers()}{role}, "
+               f"{strategy.num_replicas_in_sync} replicas")
+    return strategy
+
+
+def strategy_scope(strategy: Any) -> Any:
+    """``strategy.scope()``, or nothing for the default strategy (None)."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def writes_run(cfg: Config) -> bool:
+    """Whether this process writes the run directory (the chief, or the only process)."""
+    return cfg.distribute.strategy != "multi_worker" or is_chief()
+
+
+def cluster_info(cfg: Config, strategy: Any) -> dict[str, Any]:
+    """What run.json records as ``cluster``."""
+    cluster: dict[str, Any] = {"strategy": cfg.distribute.strategy,
+                               "replicas": strategy.num_replicas_in_sync}
+    if cfg.distribute.strategy == "multi_worker":
+        cluster["num_workers"] = num_workers()
+        cluster["workers"] = worker_addresses()
+    return cluster
+
+
+def private_dir() -> Path:
+    """A new temporary directory for a non-chief worker's copy of the run."""
+    return Path(tempfile.mkdtemp(prefix=f"kexp-worker{worker_index()}-"))
+
+
+def private_copy(run: Run) -> Run:
+    """A non-chief worker's copy of the run it resumes (not the TensorBoard logs, the
+    pre-emption checkpoints or the lock: every worker reads those from the run itself)."""
+    copy = private_dir() / run.path.parent.name / run.path.name
+    shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns(".lock", "logs",
+                                                                 "preemption", ".*.tmp*"))
+    return Run(copy)
+
+
+def remove_private(run: Run) -> None:
+    """Remove a non-chief worker's ``<tmp>/<name>/<run>``."""
+    shutil.rmtree(run.path.parent.parent, ignore_errors=True)
+
+
+def plan_distribution(cfg: Config, strategy: Any, run: Run, source: Run | None, steps: int,
+                      start: int, resumed: bool) -> Distributed | None:
+    """The run's distribution (None without a strategy). Under ``multi_worker`` with the
+    custom loop, a resumed run restores the pre-emption checkpoint of ``source`` (the run
+    itself, for a non-chief worker's private copy) when it lies in epoch ``start``."""
+    if strategy is None:
+        return None
+    if cfg.distribute.strategy != "multi_worker" or cfg.train.loop != "custom":
+        return Distributed(strategy)
+    directory = str((source or run).file("checkpoints/preemption"))
+    step = preempted_step(directory) if resumed else None
+    # Usable when it lies in the epoch the state sets resume at; older is stale.
+    if step is None or not start * steps <= step < (start + 1) * steps:
+        return Distributed(strategy, directory)
+    return Distributed(strategy, directory, restore=True, initial_step=step - start * steps)
