@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from kexp.monitor import higher_is_better
-from kexp.runs import Run, find_runs, read_run
+from kexp.runs import Run, RunRecord, find_runs, read_record
 
 __all__ = [
     "RunResult",
@@ -41,36 +41,36 @@ class RunResult:
     """
 
     path: Path
-    info: dict[str, Any]
+    record: RunRecord  # run.json (an empty record when missing or corrupt)
     status: str
     history: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return str(self.info.get("name") or self.path.parent.name)
+        return self.record.name or self.path.parent.name
 
     @property
     def started(self) -> str:
-        return str(self.info.get("started") or "")
+        return self.record.started or ""
 
     @property
     def epochs_completed(self) -> int | None:
-        done = self.info.get("epochs_completed")
+        done = self.record.epochs_completed
         if done is None and self.history:
             return len(next(iter(self.history.values())))
         return done
 
     @property
     def epochs_planned(self) -> int | None:
-        return self.info.get("epochs")
+        return self.record.epochs
 
     @property
     def duration(self) -> float | None:
-        return _number(self.info.get("duration_seconds"))
+        return _number(self.record.duration_seconds)
 
     @property
     def monitor(self) -> str | None:
-        return self.info.get("monitor")
+        return self.record.monitor or None
 
     def config(self) -> dict[str, Any]:
         """The run's resolved ``config.yaml`` ({} when missing or unreadable)."""
@@ -85,7 +85,7 @@ class RunResult:
         (``kexp.monitor.higher_is_better``); falls back on ``run.json``'s last metrics."""
         values = self.history.get(metric)
         if not values:
-            last = (self.info.get("last_metrics") or {}).get(metric)
+            last = (self.record.last_metrics or {}).get(metric)
             return _number(last)
         return best_value(metric, values)
 
@@ -94,7 +94,7 @@ class RunResult:
         values = self.history.get(metric)
         if values:
             return values[-1]
-        return _number((self.info.get("last_metrics") or {}).get(metric))
+        return _number((self.record.last_metrics or {}).get(metric))
 
     def best_epoch(self, metric: str) -> int | None:
         """The (0-based) epoch of the best ``metric``."""
@@ -107,11 +107,11 @@ class RunResult:
 def read_result(path: Path) -> RunResult:
     """Read a run directory (a missing or corrupt ``run.json`` gives ``status`` ``unknown``)."""
     path = Path(path)
-    info = read_run(path)
-    status = str(info.get("status") or "unknown")
+    record = read_record(path)
+    status = record.status if record is not None and record.status else "unknown"
     if status == "running" and not Run(path).is_training():
         status = "killed"  # nothing holds its lock: resume it with `kexp train --resume`
-    return RunResult(path, info, status, read_history(path / "history.csv"))
+    return RunResult(path, record or RunRecord(), status, read_history(path / "history.csv"))
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -154,7 +154,8 @@ def collect_runs(paths: Iterable[Path], *, with_unborn: bool = False) -> list[Pa
         found = set(find_runs(path))
         if with_unborn and path not in found:
             found |= {p for p in path.glob("**/*") if p.is_dir() and _STAMP.match(p.name)}
-        for run in sorted(found, key=lambda p: (read_run(p).get("started", ""), str(p))):
+        for run in sorted(found, key=lambda p: ((read_record(p) or RunRecord()).started,
+                                                str(p))):
             seen.setdefault(run.resolve(), None)
     return list(seen)
 

@@ -130,7 +130,7 @@ def test_a_kill_at_any_step_of_run_create_leaves_no_run_or_a_resumable_one(kille
         run = named / visible[0]
         assert found == [run], f"kill {k}: {found}"
         plan = plan_resume(run)  # what `kexp train --resume` checks before training
-        assert plan.info["status"] == "running" and plan.cfg.run_name() == "atomic"
+        assert plan.record.status == "running" and plan.cfg.run_name() == "atomic"
         outcomes.append("resumable")
     # Both sides of the rename were hit, and once renamed the directory stays whole.
     first = outcomes.index("resumable")

@@ -280,7 +280,6 @@ def test_a_fresh_process_imports_the_runs_plugins(tmp_path):
         import sys
         from typer.testing import CliRunner
         from kexp.cli.app import app
-from tests.conftest import read_history
         for args in (["evaluate", {str(run)!r}],
                      ["predict", {str(run)!r}, "--input", "new.npz", "-o", "p.npz"]):
             result = CliRunner().invoke(app, args)

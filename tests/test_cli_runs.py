@@ -76,7 +76,6 @@ def test_runs_lists_every_run_without_importing_tensorflow(runs_dir):
         import sys
         from typer.testing import CliRunner
         from kexp.cli.app import app
-from tests.conftest import read_history
         result = CliRunner().invoke(app, ["runs", {str(runs_dir)!r}], env={{"COLUMNS": "200"}})
         print(result.output)
         print("exit", result.exit_code)

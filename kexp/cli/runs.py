@@ -72,7 +72,7 @@ def _row(result: Any, runs_dir: Path, sort: str | None) -> dict[str, Any]:
     """What ``--format json`` prints for a run (csv: the same, ``best`` flattened)."""
     val = sorted(k for k in result.history if k.startswith("val_"))
     if not val:  # no history: the last metrics run.json holds
-        val = sorted(k for k in (result.info.get("last_metrics") or {}) if k.startswith("val_"))
+        val = sorted(k for k in (result.record.last_metrics or {}) if k.startswith("val_"))
     names = val + ([sort] if sort and sort not in val else [])
     return {
         "run": _label(result.path, runs_dir),
