@@ -300,7 +300,7 @@ def checkpoint_info(path: Path) -> dict[str, Any] | None:
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops training at the first NaN or Inf loss, or at the end of an epoch that left a
     weight NaN or Inf (a ReLU can hide a NaN weight from the loss), and remembers why: the
-    engine marks the run failed; the last checkpoint and state, saved from finite weights,
+    run is marked failed; the last checkpoint and state, saved from finite weights,
     are kept.
 
     Why not Keras's ``TerminateOnNaN``: it looks at ``loss`` only, never at the weights, and

@@ -83,7 +83,7 @@ PREEMPTED_EXIT_CODE = 130
 class Preempted(KexpError):
     """A worker received SIGTERM; every worker saved its state at the same step and stopped.
 
-    Raised by the handler of ``preemption_handler``. The engine marks the run ``interrupted``
+    Raised by the handler of ``preemption_handler``. ``fit`` marks the run ``interrupted``
     (chief only) and exits with ``exit_code``; restarting every worker with ``--resume``
     continues from the saved step.
     """
