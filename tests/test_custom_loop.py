@@ -222,7 +222,7 @@ def test_lambda_callback_batch_hooks_count_as_per_batch():
 
 
 def test_keras_callbacks_alone_keep_the_whole_epoch_in_one_call(tmp_path):
-    hooks = custom_loop._TRAIN_BATCH_HOOKS
+    from kexp.training.callbacks import needs_every_batch
 
     class EpochOnly(keras.callbacks.EarlyStopping):  # no batch hook of its own
         pass
@@ -230,8 +230,8 @@ def test_keras_callbacks_alone_keep_the_whole_epoch_in_one_call(tmp_path):
     built_in = [keras.callbacks.History(), keras.callbacks.ProgbarLogger(),
                 keras.callbacks.TerminateOnNaN(), keras.callbacks.TensorBoard(str(tmp_path)),
                 keras.callbacks.ModelCheckpoint(str(tmp_path / "m.keras")), EpochOnly()]
-    assert not custom_loop._wants_every_batch(built_in, hooks)
-    assert custom_loop._wants_every_batch([*built_in, _BatchRecorder()], hooks)
+    assert not needs_every_batch(built_in)
+    assert needs_every_batch([*built_in, _BatchRecorder()])
 
 
 def test_keras_callbacks_get_one_batch_call_per_epoch_in_epoch_mode(monkeypatch):
