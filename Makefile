@@ -46,6 +46,7 @@ soak-sweep: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/files.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -389,3 +389,20 @@ def test_jpeg_png_bmp_gif_are_read_resized_and_ordered_by_seed_and_epoch(tmp_pat
     assert len(once) == 24 and order(1, 0) == once and order(1, 3) == once[12:]
     assert sorted(once[:4]) == sorted([0 * 10 + 1, 0 * 10 + 1, 10 + 1, 10 + 0])
     assert len({tuple(once[i:i + 4]) for i in range(0, 24, 4)}) > 1  # epochs differ
+
+
+def test_the_file_data_bench_report_has_the_three_rows(tmp_path):
+    from bench.files import _records, report
+
+    files = _records(tmp_path, 16, 2, repeat=3)  # 8 distinct records per file, written 3x
+    import tensorflow as tf
+
+    assert [sum(1 for _ in tf.data.TFRecordDataset(str(f))) for f in files] == [24, 24]
+    table = report({
+        "image_directory": {"plain": 1000.0, "kexp": 1100.0, "ratio": 1.1, "images": 400},
+        "tfrecord": {"plain": 5e4, "kexp": 4.9e4, "ratio": 0.98, "records": 20000},
+        "peak_rss": {"set_bytes": 5.1e9, "peak_rss_bytes": 1.0e9, "ratio": 5.1},
+    })
+    assert "| image_directory, images/s (400 PNGs, batch 32) | 1,000 | 1,100 | 1.10x | ≥ 1.0x |" \
+        in table
+    assert "0.98x | ≥ 0.95x" in table and "| 5.10 GB | 1.00 GB | 5.1x | ≥ 4x |" in table

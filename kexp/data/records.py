@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kexp.data.files import (
+    _INTEGER,
     MISSING_MARKERS,
+    _default_features,
     _groups,
     _is_number,
     _unknown,
@@ -323,11 +325,7 @@ class CsvLines(_Records):
 
 
 def _is_int(cell: str) -> bool:
-    try:
-        int(cell)
-    except ValueError:
-        return False
-    return True
+    return bool(_INTEGER.match(cell))  # the in-memory csv's rule for integer labels
 
 
 def _rows(file: str, delimiter: str):
@@ -364,13 +362,9 @@ def csv_stream(path: Any, features: Any = None, targets: Any = None, delimiter: 
     else:
         columns, rows = [str(i) for i in range(len(first[0][1]))], first
     target_groups = None if targets is None else _groups(targets, "targets", source, True)
-    if features is None:
-        taken = {n for g in target_groups or [] for n in g[1]}
-        numeric = [c for i, c in enumerate(columns) if c not in taken and any(
-            i < len(cells) and _is_number(cells[i].strip()) for _, cells in rows)]
-        if not numeric:
-            raise DataError(f"{source}: no numeric column to use as features.")
-        feature_groups = [(None, numeric)]
+    if features is None:  # decided on the first rows
+        complete = [(line, cells) for line, cells in rows if len(cells) == len(columns)]
+        feature_groups = _default_features(columns, complete, target_groups, source)
     else:
         feature_groups = _groups(features, "features", source, True)
     for _, names in feature_groups + (target_groups or []):
