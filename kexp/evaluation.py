@@ -231,7 +231,8 @@ def evaluate_run(run_dir: Path, checkpoint: str = "final", split: str | None = N
     result = model.evaluate(eval_dataset(chosen, batch_size=cfg.data.batch_size), verbose=0,
                             return_dict=True)
     metrics = {k: float(v) for k, v in result.items()}
-    return Evaluation(checkpoint, name, metrics, len(chosen), data=list(data))
+    samples = chosen.count if hasattr(chosen, "count") else len(chosen)  # a stream: all
+    return Evaluation(checkpoint, name, metrics, samples, data=list(data))
 
 
 def _data_sets(data: Sequence[str]) -> list[str]:

@@ -102,6 +102,8 @@ def test_a_convnet_learns_an_image_folder_and_predict_names_the_classes(kexp, tm
     run = run_dir_of(result)
     assert history(run)[-1]["val_accuracy"] >= 0.9
     assert info(run)["class_names"] == ["crosses", "squares"]
+    evaluated = kexp("evaluate", run)
+    assert evaluated.exit_code == 0 and "validation split (30 samples)" in evaluated.stdout
 
     image_folder(tmp_path / "new", per_class=6, seed=99)
     out = tmp_path / "predictions.csv"
