@@ -8,10 +8,7 @@ import typer
 
 
 def schema() -> None:
-    """Print the JSON Schema of the config language (e.g. for a YAML editor plugin)."""
-    from kexp.config.schema import Config
+    """Print the JSON Schema of a config file (e.g. for the YAML language server)."""
+    from kexp.config.json_schema import config_json_schema
 
-    document = Config.model_json_schema(by_alias=True, mode="validation")
-    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    document["title"] = "kexp experiment config"
-    typer.echo(json.dumps(document, indent=2))
+    typer.echo(json.dumps(config_json_schema(), indent=2))
