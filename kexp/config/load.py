@@ -424,19 +424,46 @@ def load_merged(path: Path, _stack: tuple[Path, ...] = (), _count: list[int] | N
     return Loaded(merged, merged_sources, path)
 
 
+# In an extending file, `_replace_: true` in a mapping replaces the base's mapping whole
+# instead of merging into it (the way to drop a base key without changing anything else).
+REPLACE = "_replace_"
+
+
 def _deep_merge(into: dict, new: dict, into_src: SourceMap, new_src: SourceMap,
                 path: PathT) -> None:
     for key, value in new.items():
         child = (*path, key)
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
+        if key == REPLACE:
+            continue
+        if _merges(into.get(key), value):
             into_src.marks[child] = new_src.marks.get(child, into_src.where(child))
             _deep_merge(into[key], value, into_src, new_src, child)
         else:
             into_src.drop_below(child)
-            into[key] = copy.deepcopy(value)
+            into[key] = _without_replace(copy.deepcopy(value))
             for k, v in new_src.marks.items():
                 if k[: len(child)] == child:
                     into_src.marks[k] = v
+
+
+def _merges(base: Any, value: Any) -> bool:
+    """Whether ``value`` merges into ``base`` key by key: both mappings, no ``_replace_``, and
+    not a component whose ``type`` changes (``{type: SGD, momentum: 0.9}`` over
+    ``{type: Adam, beta_1: 0.8}`` is an SGD, not an SGD with Adam's arguments)."""
+    if not (isinstance(value, dict) and isinstance(base, dict)) or value.get(REPLACE) is True:
+        return False
+    return "type" not in value or "type" not in base or value["type"] == base["type"]
+
+
+def _without_replace(value: Any) -> Any:
+    if isinstance(value, dict):
+        value.pop(REPLACE, None)
+        for item in value.values():
+            _without_replace(item)
+    elif isinstance(value, list):
+        for item in value:
+            _without_replace(item)
+    return value
 
 
 def _is_path_key(path: PathT) -> bool:
