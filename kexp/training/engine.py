@@ -7,9 +7,11 @@ directory, ``setup.prepare`` (datasets, compile, callbacks: a ``Job``), ``record
 differs (``model.fit`` or ``fit_custom``).
 
 Order matters for "nothing written on a config error": data is read, the model built and
-checked against the data, before the run directory exists; what needs the directory (the
-user's callbacks, whose relative paths land in it) is set up right after, and the directory
-is removed again if that set-up fails.
+checked against the data, before the run directory exists; the directory then appears whole,
+with config.yaml, summary.txt and run.json (``Run.create``: a kill at any moment leaves no
+directory or one ``--resume`` continues); what needs the directory (the user's callbacks,
+whose relative paths land in it) is set up right after, and the directory is removed again
+if that set-up fails.
 
 ``resume`` continues a run in its own directory from its newest saved state
 (``kexp.training.resume``): the same data, model and compile steps, then ``fit`` /
