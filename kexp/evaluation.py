@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kexp.data.checks import shapes_compatible
 from kexp.errors import ConfigError, DataError, Problem, error_line
-from kexp.runs import atomic_write, now, read_run_plugins, resolve_run_dir
+from kexp.runs import atomic_write, find_runs, now, read_run_plugins, resolve_run_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,9 +62,10 @@ EVALUATION_FILE = "evaluation.json"
 # --------------------------------------------------------------------------- the run
 
 
-def find_run(path: Path) -> Path:
+def find_run(path: Path, checkpoint: str | None = None) -> Path:
     """The run directory ``path`` names: a run directory itself, or ``runs/<name>`` meaning
-    its newest run.
+    its newest run that has a model (the ``checkpoint`` file when one is named): a newer run
+    that failed before saving one is passed over.
 
     Raises:
         DataError: ``path`` holds no run.
@@ -74,7 +75,15 @@ def find_run(path: Path) -> Path:
         what = "does not exist" if not Path(path).exists() else "holds no run (no run.json)"
         raise DataError(f"{path} {what}: give a run directory (runs/<name>/<timestamp>) or "
                         "runs/<name> for its newest run.")
-    return run_dir
+    if run_dir == Path(path) or _has_model(run_dir, checkpoint):
+        return run_dir
+    with_model = [r for r in find_runs(Path(path)) if _has_model(r, checkpoint)]
+    return with_model[-1] if with_model else run_dir
+
+
+def _has_model(run_dir: Path, checkpoint: str | None) -> bool:
+    names = [checkpoint] if checkpoint in CHECKPOINTS else list(CHECKPOINTS)
+    return any((run_dir / CHECKPOINTS[name]).is_file() for name in names)
 
 
 def checkpoint_file(run_dir: Path, checkpoint: str = "final") -> Path:

@@ -87,7 +87,7 @@ def export_run(run_dir: Path, checkpoint: str = "final", fmt: str = "saved_model
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}; received {fmt!r}")
-    run_dir = find_run(Path(run_dir))
+    run_dir = find_run(Path(run_dir), checkpoint)
     file = checkpoint_file(run_dir, checkpoint)
     target = Path(output) if output is not None else default_path(run_dir, fmt, checkpoint)
     _check_target(target, fmt)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import typer
 
-from kexp.cli.options import QuietOpt, RunDirArg
+from kexp.cli.options import QuietOpt, RunDirArg, chosen_run
 
 CheckpointOpt = typer.Option(
     "final", "--checkpoint", "-c",
@@ -32,9 +32,9 @@ def evaluate(
     from rich.table import Table
 
     from kexp.cli.console import console
-    from kexp.evaluation import evaluate_run, find_run, record_evaluation
+    from kexp.evaluation import evaluate_run, record_evaluation
 
-    run = find_run(run_dir)
+    run = chosen_run(run_dir, checkpoint)
     result = evaluate_run(run, checkpoint, split, data)
     record_evaluation(run, result)
     if quiet:  # the metrics alone, one per line

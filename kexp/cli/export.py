@@ -9,7 +9,7 @@ from typing import Literal
 import typer
 
 from kexp.cli.evaluate import CheckpointOpt
-from kexp.cli.options import RunDirArg
+from kexp.cli.options import RunDirArg, chosen_run
 
 
 def export(
@@ -28,7 +28,7 @@ def export(
     a batch of validation data with kexp predict's, and fail (exit 1) when they differ."""
     from kexp.serving import export_run
 
-    result = export_run(run_dir, checkpoint, fmt, output)
+    result = export_run(chosen_run(run_dir, checkpoint), checkpoint, fmt, output)
     typer.echo(f"wrote {result.path} ({result.format}, checkpoint {result.checkpoint}; "
                f"inputs {', '.join(result.inputs)}; outputs {', '.join(result.outputs)})")
     typer.echo(f"check: max abs difference from kexp predict {result.max_abs_diff:.3g} on "

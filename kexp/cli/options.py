@@ -27,3 +27,19 @@ PluginOpt = typer.Option(
     help="Import a plugin (a module path or a .py file) before reading the config. Repeatable.",
 )
 
+
+
+def chosen_run(run_dir, checkpoint: str | None = None):
+    """The run RUN_DIR names (``runs/<name>``: its newest run with a model), saying on stderr
+    which run that is when a newer one was passed over."""
+    from pathlib import Path
+
+    from kexp.evaluation import find_run
+    from kexp.runs import resolve_run_dir
+
+    run = find_run(Path(run_dir), checkpoint)
+    newest = resolve_run_dir(Path(run_dir))
+    if newest is not None and run != newest:
+        typer.echo(f"using {run}: the newest run with a model (the newer {newest} has none)",
+                   err=True)
+    return run

@@ -8,7 +8,7 @@ from typing import Literal
 import typer
 
 from kexp.cli.evaluate import CheckpointOpt
-from kexp.cli.options import RunDirArg
+from kexp.cli.options import RunDirArg, chosen_run
 
 
 def predict(
@@ -32,7 +32,6 @@ def predict(
     from kexp.evaluation import (
         class_names,
         default_output,
-        find_run,
         predict_run,
         write_predictions,
     )
@@ -40,7 +39,7 @@ def predict(
     if output is not None and output.suffix not in (".npz", ".csv"):
         raise typer.BadParameter(f"{output}: expected a file name ending in .npz or .csv.",
                                  param_hint="--output")
-    run = find_run(run_dir)
+    run = chosen_run(run_dir, checkpoint)
     predictions = predict_run(run, input_file, checkpoint)
     target = output or default_output(input_file)
     write_predictions(predictions, target, class_names(run))
