@@ -4,6 +4,7 @@
 #   make fuzz    5,000 Hypothesis examples of hostile and mutated configs (tests/test_fuzz_config.py)
 #   make soak    kill `kexp train` at random moments and resume it (SOAK_TRIALS=100)
 #   make soak-sweep  the sweep acceptance: a 12-trial sweep; kill -9 five times, resume
+#   make lock    regenerate constraints.txt (the pinned versions the two commands install)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,18 +12,18 @@ BIN    := $(VENV)/bin
 CONFIG ?= configs/digits_mlp.yaml
 SOAK_TRIALS ?= 100
 
-.PHONY: train test smoke soak soak-sweep bench fuzz lint catalog clean
+.PHONY: train test smoke soak soak-sweep bench fuzz lint catalog clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@ $(VENV)/.installed
 
 train: $(VENV)/.installed
@@ -53,6 +54,13 @@ lint: $(VENV)/.installed-test
 
 catalog: $(VENV)/.installed
 	$(BIN)/python -m kexp.tools.keras_catalog
+
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[test,postgresql]'
+	{ head -n 2 constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable; } \
+		> constraints.txt.new && mv constraints.txt.new constraints.txt && rm -rf .lock-venv
 
 clean:
 	rm -rf runs/_smoke .pytest_cache
