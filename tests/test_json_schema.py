@@ -119,3 +119,14 @@ def test_kexp_validate_agrees(validator, path):
     for edit in ("train.epoch=3", "train.epochs=ten", "modle.type=sequential"):
         with pytest.raises(ConfigError):
             load_config(path, [edit], model_only=True)
+
+
+@pytest.mark.parametrize("line, body", _readme_config_blocks(), ids=lambda v: str(v)[:12])
+def test_readme_config_blocks_pass_kexps_schema_too(line, body):
+    """The same blocks through kexp's own schema (files they name need not exist here)."""
+    from kexp.config.schema import Config
+
+    data, _ = parse_yaml(body, f"README.md:{line}")
+    data.pop("extends", None)
+    if "model" in data:
+        Config.model_validate(data)
