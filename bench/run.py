@@ -47,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 DIGITS_CONFIG = REPO / "configs" / "digits_mlp.yaml"
 # Children print less: TensorFlow's C++ start-up notices are not what is measured.
+# The plain smoke script with kexp's two process shortcuts (see bench/plain_smoke.py).
+PLAIN_SHORTCUTS = "plain Keras script, same shortcuts"
 CHILD_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -67,6 +69,7 @@ class Plan:
     mnist_samples: int
     ticket_samples: int
     groups: list[Group]
+    convnet_samples: int = 0
     help_reps: int = 5
     smoke_reps: int = 3
     budget_seconds: float = 540.0
@@ -74,9 +77,16 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _baselines(workload: str, batch: int, epochs: int) -> list[Variant]:
+    """Plain Keras as written (every default), then tuned (steps_per_execution=32, kexp's
+    threads, verbose=2): the first variant of every group is the default baseline."""
+    return [Variant("plain fit", "plain", workload, batch, epochs=epochs),
+            Variant("plain fit, tuned", "tuned", workload, batch, epochs=epochs)]
+
+
 def _mnist_group(batch: int, epochs: int, reps: int, modes: tuple[str, ...],
                  eager_steps: int = 0, reference: bool = False) -> Group:
-    variants = [Variant("plain fit", "plain", "mnist", batch, epochs=epochs),
+    variants = [*_baselines("mnist", batch, epochs),
                 Variant("kexp fit", "kexp", "mnist", batch, epochs=epochs)]
     variants += [Variant(f"kexp custom/{mode}", "kexp", "mnist", batch, loop="custom",
                          compile_mode=mode, epochs=epochs) for mode in modes]
@@ -90,25 +100,38 @@ def _mnist_group(batch: int, epochs: int, reps: int, modes: tuple[str, ...],
 
 
 def _ticket_group(batch: int, epochs: int, reps: int) -> Group:
-    variants = [Variant("plain fit", "plain", "ticket", batch, epochs=epochs),
+    variants = [*_baselines("ticket", batch, epochs),
                 Variant("kexp fit", "kexp", "ticket", batch, epochs=epochs),
                 Variant("kexp custom/epoch", "kexp", "ticket", batch, loop="custom",
                         epochs=epochs)]
     return Group(f"ticket model, batch {batch}", variants, reps)
 
 
+def _convnet_group(batch: int, epochs: int, reps: int) -> Group:
+    variants = [*_baselines("convnet", batch, epochs),
+                Variant("kexp fit", "kexp", "convnet", batch, epochs=epochs),
+                Variant("kexp custom/epoch", "kexp", "convnet", batch, loop="custom",
+                        epochs=epochs)]
+    return Group(f"small convnet 28x28x1, batch {batch}", variants, reps)
+
+
 def full_plan() -> Plan:
-    """The default ``make bench``: about 6 minutes on a 2-core machine, 8 when it is shared."""
+    """The default ``make bench``: every group 5 times (ratios as median and min-max)."""
     return Plan(
         mnist_samples=50_000,
         ticket_samples=4_096,
+        convnet_samples=6_000,
         groups=[
-            _mnist_group(32, epochs=3, reps=3, modes=("epoch", "step"), eager_steps=64,
+            _mnist_group(32, epochs=3, reps=5, modes=("epoch", "step"), eager_steps=64,
                          reference=True),
-            _mnist_group(128, epochs=4, reps=2, modes=("epoch",)),
-            _mnist_group(1024, epochs=4, reps=2, modes=("epoch",)),
-            _ticket_group(32, epochs=3, reps=2),
+            _mnist_group(128, epochs=3, reps=5, modes=("epoch",)),
+            _mnist_group(1024, epochs=3, reps=5, modes=("epoch",)),
+            _ticket_group(32, epochs=3, reps=5),
+            _convnet_group(32, epochs=3, reps=5),
+            _convnet_group(128, epochs=3, reps=5),
         ],
+        smoke_reps=5,
+        budget_seconds=1800.0,
     )
 
 
@@ -117,8 +140,7 @@ def quick_plan() -> Plan:
     return Plan(
         mnist_samples=20_000,
         ticket_samples=0,
-        groups=[_mnist_group(32, epochs=2, reps=1, modes=("epoch", "step"), eager_steps=32,
-                             reference=True)],
+        groups=[_mnist_group(32, epochs=2, reps=1, modes=("epoch",), reference=True)],
         help_reps=3,
         smoke_reps=1,
         budget_seconds=120.0,
@@ -150,6 +172,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
     return {
         "mnist_samples": plan.mnist_samples,
         "ticket_samples": plan.ticket_samples,
+        "convnet_samples": plan.convnet_samples,
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -188,6 +211,10 @@ def _write_data(plan: Plan, workdir: Path) -> dict[str, tuple[Path, int]]:
     if "mnist" in workloads:
         x, y = make_mnist_like(plan.mnist_samples, seed=0)
         data["mnist"] = (write_npz(workdir / "mnist.npz", {"x": x, "y": y}), len(y))
+    if "convnet" in workloads:
+        x, y = make_mnist_like(plan.convnet_samples, seed=0)
+        data["convnet"] = (write_npz(workdir / "convnet.npz",
+                                     {"x": x.reshape(-1, 28, 28, 1), "y": y}), len(y))
     if "ticket" in workloads:
         arrays = make_tickets(plan.ticket_samples, seed=0)
         data["ticket"] = (write_npz(workdir / "tickets.npz", arrays), plan.ticket_samples)
@@ -292,17 +319,20 @@ def time_processes(plan: Plan, workdir: Path, console: Any) -> dict[str, Any]:
                                       str(workdir / "smoke-runs")],
         "plain Keras script": [sys.executable, str(REPO / "bench" / "plain_smoke.py"),
                                str(workdir / "plain-smoke")],
+        PLAIN_SHORTCUTS: [sys.executable, str(REPO / "bench" / "plain_smoke.py"),
+                          "--shortcuts", str(workdir / "plain-smoke-shortcuts")],
     }
     samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in smoke}
     for rep in range(plan.smoke_reps):
-        # Alternate which goes first: the first of a pair may find a colder file cache.
-        names = list(smoke) if rep % 2 == 0 else list(smoke)[::-1]
+        # Rotate which goes first: the first may find a colder file cache.
+        names = list(smoke)[rep % len(smoke):] + list(smoke)[:rep % len(smoke)]
         for name in names:
-            samples[name].append(time_process(smoke[name], workdir / f"{name[:5]}-{rep}.log"))
+            log = workdir / f"{name.replace(' ', '_').replace(',', '')}-{rep}.log"
+            samples[name].append(time_process(smoke[name], log))
     for name, runs in samples.items():
         out[name] = _best(runs)
     for name, figures in out.items():
-        console.print(f"  {name:<22} {figures['seconds']:.2f} s  "
+        console.print(f"  {name:<36} {figures['seconds']:.2f} s  "
                       f"{figures['peak_rss_mb']:,.0f} MB  (best of {figures['reps']})")
     return out
 
@@ -330,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="results JSON (default: bench/results/latest.json, "
                              "or quick.json with --quick)")
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds the whole benchmark may take (default 540; 120 quick)")
+                        help="seconds the whole benchmark may take (default 1800; 120 quick)")
     parser.add_argument("--no-processes", action="store_true",
                         help="skip the whole-process timings")
     args = parser.parse_args(argv)
