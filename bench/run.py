@@ -1,22 +1,25 @@
 """``make bench``: kexp against plain Keras, in the same run, interleaved.
 
-    python bench/run.py            # the full benchmark (under 10 minutes on 2 cores)
+    python bench/run.py            # the full benchmark: every group 5 times
     python bench/run.py --quick    # about a minute: batch 32 only, one repetition
 
 What is measured:
 
 - Training throughput on the chapter's MNIST network (MNIST-shaped synthetic data, seeded)
-  at batch 32, 128 and 1024, and on the ticket model (wide inputs, two outputs): plain Keras
-  ``model.fit`` on NumPy arrays with every default (the baseline), ``kexp train`` with
+  at batch 32, 128 and 1024, on the ticket model (wide inputs, two outputs) and on a small
+  convnet (28x28x1, batch 32 and 128): plain Keras ``model.fit`` on NumPy arrays with every
+  default (the default baseline), the same tuned (``steps_per_execution=32``, kexp's thread
+  setting, ``verbose=2``: the baseline the targets use), ``kexp train`` with
   ``train.loop: fit``, and with ``train.loop: custom`` in each compile mode (``eager`` on a
   few steps per epoch, reported per sample). One warm-up epoch, then timed epochs. Every
   run is its own process (peak memory per variant); within a repetition the variants of a
   group run back to back, in an order rotated each repetition, and each repetition uses its
   own seed (the same for every variant). Figures are medians over repetitions; ratios are
-  medians of the per-repetition ratios to the baseline run of the same repetition.
+  medians (and min-max) of the per-repetition ratios to each baseline's run of the same
+  repetition.
 - Whole processes: ``kexp --help``, ``kexp validate``, and ``kexp train --smoke`` against a
-  plain Keras script doing the same two batches (``bench/plain_smoke.py``), best of N, with
-  peak memory.
+  plain Keras script doing the same two batches (``bench/plain_smoke.py``), and the same
+  script with kexp's two process shortcuts (``--shortcuts``), best of N, with peak memory.
 
 The table goes to the terminal; the figures to ``bench/results/latest.json``.
 """
