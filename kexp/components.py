@@ -10,6 +10,8 @@ keyword arguments plus any run-time ones, and turns a constructor's complaint in
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import re
 from typing import Any
 
@@ -71,6 +73,8 @@ def build_value(name: str, args: dict[str, Any], registries: tuple[Registry, ...
                                                                       "activations"):
                 return name
             return _from_identifier(entry, registry, kwargs, runtime)
+        if entry.applied:
+            return _applied(entry.load(), kwargs)
         return entry.load()(**kwargs, **runtime)
     except ConfigError:
         raise
@@ -79,6 +83,18 @@ def build_value(name: str, args: dict[str, Any], registries: tuple[Registry, ...
         arg = _argument_named(message, args)
         path = f"{path}.{arg}" if arg else path
         raise ConfigError(Problem(path, f"{name}: {message}", where)) from None
+
+
+def _applied(fn: Any, kwargs: dict[str, Any]) -> Any:
+    """A function taking ``(y_true, y_pred)``, passed to Keras as it is; its other keyword
+    arguments given in the config (``{type: weighted_mse, weight: 2}``) bound to it, under the
+    function's own name (the name Keras logs)."""
+    if not kwargs:
+        return fn
+    inspect.signature(fn).bind_partial(None, None, **kwargs)  # TypeError: an unknown keyword
+    bound = functools.partial(fn, **kwargs)
+    functools.update_wrapper(bound, fn)
+    return bound
 
 
 def _from_identifier(entry: Entry, registry: Registry, kwargs: dict, runtime: dict) -> Any:

@@ -229,7 +229,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "final", split: str | None = N
     cfg = load_run_config(run_dir, _data_sets(data))
     splits = load_run_splits(cfg)
     name, chosen = choose_split(splits, split)
-    model = load_run_model(file)
+    model = _compiled_run_model(file, cfg)
     if not getattr(model, "compiled", False):
         raise DataError(f"{file}: the model was saved without its compile settings (loss, "
                         "metrics), so it cannot be evaluated.")
@@ -242,6 +242,19 @@ def evaluate_run(run_dir: Path, checkpoint: str = "final", split: str | None = N
     metrics = {k: float(v) for k, v in result.items()}
     samples = chosen.count if hasattr(chosen, "count") else len(chosen)  # a stream: all
     return Evaluation(checkpoint, name, metrics, samples, data=list(data))
+
+
+def _compiled_run_model(file: Path, cfg: Any) -> Any:
+    """The saved model with its compile settings; compiled from the run's config when Keras
+    cannot restore them (a loss a plugin's factory returned is a closure Keras cannot name)."""
+    try:
+        return load_run_model(file)
+    except DataError:
+        model = load_run_model(file, compile=False)  # still failing: the model itself
+    from kexp.training.compile import compile_model
+
+    compile_model(model, cfg.compile, steps_per_epoch=1, every_batch=True)
+    return model
 
 
 def _data_sets(data: Sequence[str]) -> list[str]:

@@ -79,6 +79,9 @@ class Entry:
     ``open_kwargs`` is true when anything else is accepted too. ``identifier`` marks a Keras
     string identifier (``"accuracy"``) that is handed to Keras as the string itself.
     ``check`` is the component's own rule between its arguments (see ``Registry.register``).
+    ``applied`` marks a registered function whose first parameters are ``(y_true, y_pred)``:
+    it is the loss or metric itself (``params`` then lists only the keywords after those two),
+    not a factory to call.
     """
 
     name: str
@@ -89,6 +92,7 @@ class Entry:
     open_kwargs: bool = False
     identifier: bool = False
     obj: Any = None  # the registered object; None for Keras entries until loaded
+    applied: bool = False  # a function taking (y_true, y_pred): the loss/metric itself
     kinds: dict[str, str] = field(default_factory=dict, compare=False)
     check: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = field(
         default=None, compare=False)
@@ -134,8 +138,8 @@ class Registry:
             # the same plugin imported again (a second config in one process) replaces itself
             origin = self._entries[key].origin if key in self._entries else (
                 "kexp" if owner.startswith("kexp.") else "plugin")
-            self._entries[key] = _entry_from_object(key, obj, origin, owner, check)
-            _register_with_keras_serialization(obj)
+            self._entries[key] = entry = _entry_from_object(key, obj, origin, owner, check)
+            _register_with_keras_serialization(obj, entry.applied)
             return obj
 
         return decorator
@@ -322,8 +326,15 @@ def _walk(value: Any, keys: tuple, registries: tuple[Registry, ...], named: bool
 def _entry_from_object(name: str, obj: Any, origin: str, owner: str,
                        check: Callable | None = None) -> Entry:
     params, required, open_kwargs = signature_of(obj)
+    applied = not inspect.isclass(obj) and params[:2] == _APPLIED
+    if applied:
+        params, required = params[2:], tuple(r for r in required if r not in _APPLIED)
     return Entry(name, origin, owner, params, required, open_kwargs, obj=obj,
-                 kinds=value_kinds(obj), check=check)
+                 kinds=value_kinds(obj), check=check, applied=applied)
+
+
+# The first parameters of a function that is a loss or metric itself (Keras's own names).
+_APPLIED = ("y_true", "y_pred")
 
 
 def _same_object(entry: Entry, obj: Any, owner: str) -> bool:
@@ -441,12 +452,13 @@ def _load_keras_object(module: str, name: str) -> Any:
     return getattr(mod, name)
 
 
-def _register_with_keras_serialization(obj: Any) -> None:
-    """Registered Keras classes are also registered for Keras serialization, so models that
-    use them reload from ``.keras`` files. Only where Keras is already imported (a plugin that
-    subclasses Keras imported it); kexp built-ins never import Keras here."""
+def _register_with_keras_serialization(obj: Any, applied: bool = False) -> None:
+    """Registered Keras classes and loss/metric functions are also registered for Keras
+    serialization, so models that use them reload from ``.keras`` files. Only where Keras is
+    already imported (a plugin that uses Keras imported it); kexp built-ins never import Keras
+    here."""
     keras = sys.modules.get("keras")
-    if keras is None or not inspect.isclass(obj):
+    if keras is None or not (inspect.isclass(obj) or applied):
         return
     try:
         keras.saving.register_keras_serializable(package="kexp")(obj)
