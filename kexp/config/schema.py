@@ -250,6 +250,25 @@ class CompileSpec(Section):
     jit_compile: bool | Literal["auto"] = False
 
 
+class ProfileSpec(Section):
+    """``train.profile: {start_step: 10, end_step: 20}``: a ``tf.profiler`` trace of those
+    training steps in the run's ``logs/`` (TensorBoard's Profile tab, with
+    ``tensorboard-plugin-profile``). Steps count as Keras's ``TensorBoard(profile_batch=...)``
+    counts them, from 1, one per batch-hook call: one per executed chunk of
+    ``steps_per_execution`` batches in ``fit``, one per batch in ``step``/``eager`` mode,
+    one per epoch in the custom loop's ``epoch`` mode."""
+
+    start_step: PositiveInt
+    end_step: PositiveInt
+
+    @model_validator(mode="after")
+    def _check_order(self):
+        if self.end_step < self.start_step:
+            raise ValueError(f"end_step must not be before start_step; received "
+                             f"start_step={self.start_step}, end_step={self.end_step}")
+        return self
+
+
 class TrainSpec(Section):
     """How to train: the loop, its length, callbacks, and the artifacts kexp adds."""
 
@@ -264,6 +283,14 @@ class TrainSpec(Section):
     tensorboard: bool = True
     progress: bool = True
     threads: NonNegativeInt | Literal["auto"] = "auto"
+    profile: ProfileSpec | None = None
+
+    @model_validator(mode="after")
+    def _profile_needs_tensorboard(self):
+        if self.profile is not None and not self.tensorboard:
+            raise ValueError("profile writes its trace beside the TensorBoard logs; it needs "
+                             "tensorboard: true")
+        return self
 
 
 class DistributeSpec(Section):

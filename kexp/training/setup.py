@@ -234,7 +234,10 @@ def _callbacks(cfg: Config, run: Run, data: _Datasets, user: list, guard: Any, m
     if cfg.train.tensorboard:
         from kexp.training.graph import ModelGraph
 
-        standard.append(cb.EpochTensorBoard(log_dir=str(run.file("logs")), write_graph=True))
+        profile = cfg.train.profile
+        standard.append(cb.EpochTensorBoard(
+            log_dir=str(run.file("logs")), write_graph=True,
+            profile_batch=(profile.start_step, profile.end_step) if profile else 0))
         standard.append(ModelGraph(run.file("logs"), data.train.element_spec[0]))
     if cfg.train.checkpoints:
         standard.append(cb.RunCheckpoints(run, monitor, cfg.train.mode,
