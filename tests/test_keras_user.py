@@ -101,3 +101,38 @@ def test_validate_accepts_a_plain_function_and_checks_a_factory_arguments(tmp_pa
     assert result.returncode == 2
     assert "compile.loss.scael" in result.stderr and "scale" in result.stderr
     assert "regression.yaml:" in result.stderr and "Traceback" not in result.stderr
+
+
+TICKETS = """
+data: {type: synthetic_tickets, num_samples: 64, validation_split: 0.25}
+model:
+  type: functional
+  inputs: [{name: title, shape: [100]}, {name: text_body, shape: [100]}, {name: tags, shape: [10]}]
+  layers:
+    - {type: Concatenate, inputs: [title, text_body, tags], name: features}
+    - {type: Dense, units: 1, activation: sigmoid, inputs: features, name: priority}
+    - {type: Dense, units: 4, activation: softmax, inputs: features, name: department}
+  outputs: [priority, department]
+compile:
+  optimizer: rmsprop
+  loss: {priority: mean_squared_error, department: categorical_crossentropy}
+  metrics: {priority: [mean_absolute_error], department: [accuracy]}
+train:
+  epochs: 1
+  monitor: %s
+  callbacks: [{type: EarlyStopping, monitor: %s, patience: 2}]
+"""
+
+
+def test_validate_rejects_a_monitor_the_run_never_logs(tmp_path):
+    config = tmp_path / "tickets.yaml"
+    config.write_text(textwrap.dedent(TICKETS % ("val_department_accuarcy", "val_acc")).lstrip())
+    result = run_kexp("validate", config)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train.monitor" in result.stderr and "'val_department_accuracy'" in result.stderr
+    assert "train.callbacks[0].monitor" in result.stderr
+    assert "tickets.yaml:16:" in result.stderr and "tickets.yaml:17:" in result.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text(textwrap.dedent(TICKETS % ("val_department_accuracy",
+                                               "val_priority_mean_absolute_error")).lstrip())
+    assert run_kexp("validate", good).returncode == 0

@@ -30,6 +30,8 @@ def test_monitoring_callbacks_left_in_auto_get_the_one_rule(write, callback, mod
     cfg = load_config(write("c.yaml", f"""
         data: {{type: random_classification, num_samples: 64, num_features: 3}}
         model: {{type: sequential, input_shape: [3], layers: [{{type: Dense, units: 2}}]}}
+        compile: {{loss: mse, metrics: [R2Score, {{type: RootMeanSquaredError, name: rmse}},
+                                       {{type: Accuracy, name: department_accuracy}}]}}
         train: {{callbacks: [{callback}]}}
     """))
     assert cfg.train.callbacks[0].args["mode"] == mode

@@ -7,6 +7,7 @@ from typing import Any
 
 from kexp.config.errors import closest, describe_value
 from kexp.config.load import format_path, parse_path
+from kexp.config.logged import logged_names
 from kexp.config.rules import rule_problems
 from kexp.config.schema import DATA_OPTIONS, Component, Config, ModelSpec
 from kexp.errors import Problem
@@ -70,6 +71,8 @@ def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]
     if "train" in sections:
         for callback in cfg.train.callbacks:
             problems += check_component(callback, (CALLBACKS,))
+        if {"model", "compile"} <= sections:
+            problems += _check_monitors(cfg, outputs)
     problems += rule_problems(cfg, sections)
     return [_locate(p, cfg) for p in problems]
 
@@ -81,6 +84,22 @@ def _check_compile(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:
     if isinstance(cfg.compile.loss_weights, dict) and outputs:
         problems += _check_output_keys(cfg.compile.loss_weights, "compile.loss_weights", outputs)
     return problems + _check_weight_count(cfg.compile.loss, cfg.compile.loss_weights)
+
+
+def _check_monitors(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:
+    """A ``monitor`` (``train.monitor``, a callback's) must be a name the run logs."""
+    names = logged_names(cfg, outputs)
+    if names is None:
+        return []
+    monitors = [(f"{c.path}.monitor", c.args["monitor"]) for c in cfg.train.callbacks
+                if isinstance(c.args.get("monitor"), str)]
+    if "monitor" in cfg.train.model_fields_set:
+        monitors.append(("train.monitor", cfg.train.monitor))
+    logged = ", ".join(sorted(n for n in names if not n.startswith("val_")))
+    return [Problem(path, f"{name!r} is not a name this run logs (it logs {logged}, and "
+                          "each with a val_ prefix on validation data)",
+                    suggestion=closest(name, names))
+            for path, name in monitors if name not in names]
 
 
 def _check_unnamed_output(spec: Any) -> list[Problem]:
