@@ -102,20 +102,14 @@ def _mnist_group(batch: int, epochs: int, reps: int, modes: tuple[str, ...],
     return Group(f"chapter MNIST network, batch {batch}", variants, reps)
 
 
-def _ticket_group(batch: int, epochs: int, reps: int) -> Group:
-    variants = [*_baselines("ticket", batch, epochs),
-                Variant("kexp fit", "kexp", "ticket", batch, epochs=epochs),
-                Variant("kexp custom/epoch", "kexp", "ticket", batch, loop="custom",
+def _fit_and_epoch_group(workload: str, title: str, batch: int, epochs: int,
+                         reps: int) -> Group:
+    """Both baselines, ``kexp fit`` and ``kexp custom/epoch`` (the ticket model, the convnet)."""
+    variants = [*_baselines(workload, batch, epochs),
+                Variant("kexp fit", "kexp", workload, batch, epochs=epochs),
+                Variant("kexp custom/epoch", "kexp", workload, batch, loop="custom",
                         epochs=epochs)]
-    return Group(f"ticket model, batch {batch}", variants, reps)
-
-
-def _convnet_group(batch: int, epochs: int, reps: int) -> Group:
-    variants = [*_baselines("convnet", batch, epochs),
-                Variant("kexp fit", "kexp", "convnet", batch, epochs=epochs),
-                Variant("kexp custom/epoch", "kexp", "convnet", batch, loop="custom",
-                        epochs=epochs)]
-    return Group(f"small convnet 28x28x1, batch {batch}", variants, reps)
+    return Group(f"{title}, batch {batch}", variants, reps)
 
 
 def full_plan() -> Plan:
@@ -129,9 +123,9 @@ def full_plan() -> Plan:
                          reference=True),
             _mnist_group(128, epochs=3, reps=5, modes=("epoch",)),
             _mnist_group(1024, epochs=3, reps=5, modes=("epoch",)),
-            _ticket_group(32, epochs=3, reps=5),
-            _convnet_group(32, epochs=3, reps=5),
-            _convnet_group(128, epochs=3, reps=5),
+            _fit_and_epoch_group("ticket", "ticket model", 32, epochs=3, reps=5),
+            _fit_and_epoch_group("convnet", "small convnet 28x28x1", 32, epochs=3, reps=5),
+            _fit_and_epoch_group("convnet", "small convnet 28x28x1", 128, epochs=3, reps=5),
         ],
         smoke_reps=5,
         budget_seconds=1800.0,
@@ -374,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     plan.processes = not args.no_processes
     out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
     # Piped output would be cut to 80 columns, too narrow for the table.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
     console.print(f"kexp benchmark ({'quick' if args.quick else 'full'}): "
                   f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="kexp-bench-") as tmp:
