@@ -73,6 +73,11 @@ def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]
             problems += check_component(callback, (CALLBACKS,))
         if {"model", "compile"} <= sections:
             problems += _check_monitors(cfg, outputs)
+        from kexp.models.applications import model_layer_names  # they import this module
+        from kexp.training.phases import check_phases
+
+        problems += check_phases(cfg, model_layer_names(cfg.model) if "model" in sections
+                                 else set())
     problems += rule_problems(cfg, sections)
     return [_locate(p, cfg) for p in problems]
 

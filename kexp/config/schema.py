@@ -38,6 +38,7 @@ __all__ = [
     "DATA_OPTIONS",
     "CompileSpec",
     "TrainSpec",
+    "PhaseSpec",
     "DistributeSpec",
     "SweepSpec",
     "Config",
@@ -269,8 +270,29 @@ class ProfileSpec(Section):
         return self
 
 
+class PhaseSpec(Section):
+    """One training phase: its epochs, what it (un)freezes first, its optimizer (default:
+    ``compile.optimizer``, new for the phase) and callbacks (default: ``train.callbacks``).
+
+    Example:
+        ```yaml
+        - {epochs: 10, unfreeze: {layer: backbone, from: block_13_expand},
+           optimizer: {type: Adam, learning_rate: 1.0e-5}}
+        ```
+    """
+
+    epochs: PositiveInt
+    freeze: _Freeze | None = None
+    unfreeze: _Unfreeze | None = None
+    optimizer: Component | None = None
+    callbacks: list[Component] | None = None
+
+
 class TrainSpec(Section):
-    """How to train: the loop, its length, callbacks, and the artifacts kexp adds."""
+    """How to train: the loop, its length, callbacks, and the artifacts kexp adds.
+
+    With ``phases:``, ``epochs`` is the phases' total (set from them when not given).
+    """
 
     loop: Literal["fit", "custom"] = "fit"
     epochs: PositiveInt = 1
@@ -284,12 +306,21 @@ class TrainSpec(Section):
     progress: bool = True
     threads: NonNegativeInt | Literal["auto"] = "auto"
     profile: ProfileSpec | None = None
+    phases: Annotated[list[PhaseSpec], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _profile_needs_tensorboard(self):
         if self.profile is not None and not self.tensorboard:
             raise ValueError("profile writes its trace beside the TensorBoard logs; it needs "
                              "tensorboard: true")
+        return self
+
+    @model_validator(mode="after")
+    def _total_epochs(self) -> TrainSpec:
+        if self.phases is None:
+            return self
+        if "epochs" not in self.model_fields_set:  # given and different: kexp.config.check
+            self.epochs = sum(phase.epochs for phase in self.phases)
         return self
 
 
@@ -432,5 +463,9 @@ class Config(Section):
         return self.name or (self._file.stem if self._file else "run")
 
     def to_yaml_dict(self) -> dict[str, Any]:
-        """The resolved config as plain data: defaults filled in, rerunnable as is."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The resolved config as plain data: defaults filled in, rerunnable as is (with
+        ``train.phases``, ``train.epochs`` is left out: it is their total)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if self.train.phases:
+            data["train"].pop("epochs", None)
+        return data

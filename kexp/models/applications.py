@@ -46,6 +46,7 @@ __all__ = [
     "application_info",
     "preprocess_module",
     "check_applications",
+    "model_layer_names",
     "build_application",
     "no_weight_downloads",
     "apply_freezing",
@@ -126,11 +127,18 @@ def check_applications(spec: ModelSpec) -> list[Problem]:
                 problems.append(Problem(f"{at}application", str(exc)))
         if application_info(node.type) is not None:
             problems += _check_weights(node.args.get("weights", "imagenet"), f"{at}weights")
-    names = {str(n.args["name"]) for n in spec.layers or [] if n.args.get("name")}
-    if spec.kind != "class" and spec.base is None:
-        problems += check_freeze_targets(spec.freeze, "model.freeze", names)
-        problems += check_freeze_targets(spec.unfreeze, "model.unfreeze", names)
+    names = model_layer_names(spec)
+    problems += check_freeze_targets(spec.freeze, "model.freeze", names)
+    problems += check_freeze_targets(spec.unfreeze, "model.unfreeze", names)
     return problems
+
+
+def model_layer_names(spec: ModelSpec) -> set[str]:
+    """The layer names a config gives its model's nodes (empty when the built model may
+    have others: a registered class, a ``base:`` model)."""
+    if spec.kind == "class" or spec.base is not None:
+        return set()
+    return {str(n.args["name"]) for n in spec.layers or [] if n.args.get("name")}
 
 
 def _check_weights(weights: Any, path: str) -> list[Problem]:
@@ -250,7 +258,7 @@ def _unavailable(application: str, path: str, where: str, target: Path, origin: 
 
 
 def apply_freezing(model: Any, freeze: Any, unfreeze: Any, path: str = "model",
-                   sources: Any = None) -> None:
+                   sources: Any = None, dry_run: bool = False) -> None:
     """(Un)freeze layers of a built model by name: ``unfreeze`` items first, then ``freeze``.
 
     - ``freeze: {layer: L}``: L is frozen whole.
@@ -261,13 +269,17 @@ def apply_freezing(model: Any, freeze: Any, unfreeze: Any, path: str = "model",
     - ``unfreeze: {layer: L, from: S}``: L's sublayers from S to the last become trainable
       (BatchNormalization as above); the ones before S keep their state.
 
+    ``dry_run``: only check the names.
+
     Raises:
         ConfigError: a name that is no layer of the model or no sublayer of L.
     """
     for key, specs in (("unfreeze", unfreeze), ("freeze", freeze)):
         for i, item in enumerate(_as_list(specs)):
             at = f"{path}.{key}" + (f"[{i}]" if isinstance(specs, list) else "")
-            _apply_one(model, item, at, _where(sources, at))
+            layer, subs, index = _resolve(model, item, at, _where(sources, at))
+            if not dry_run:
+                _apply_one(layer, subs, index, item)
 
 
 def _where(sources: Any, path: str) -> str:
@@ -281,20 +293,28 @@ def _where(sources: Any, path: str) -> str:
         return ""
 
 
-def _apply_one(model: Any, item: FreezeSpec | UnfreezeSpec, path: str, where: str) -> None:
+def _resolve(model: Any, item: FreezeSpec | UnfreezeSpec, path: str,
+             where: str) -> tuple[Any, list, int | None]:
+    """The layer an item names, its sublayers, and the index of its ``until``/``from``
+    sublayer (None without one)."""
     layer = _layer_named(model, item.layer, f"{path}.layer", where)
-    boundary = item.until if isinstance(item, FreezeSpec) else item.from_
-    if isinstance(item, FreezeSpec) and boundary is None:
-        layer.trainable = False
-        return
     subs = list(getattr(layer, "layers", None) or [])
-    if boundary is not None and not subs:
+    boundary = item.until if isinstance(item, FreezeSpec) else item.from_
+    if boundary is None:
+        return layer, subs, None
+    if not subs:
         key = "until" if isinstance(item, FreezeSpec) else "from"
         raise ConfigError(Problem(f"{path}.{key}", f"{item.layer!r} is a {type(layer).__name__} "
                                   f"without sublayers: give `layer:` alone", where))
-    index = _sublayer_index(subs, item, path, where) if boundary is not None else 0
+    return layer, subs, _sublayer_index(subs, item, path, where)
+
+
+def _apply_one(layer: Any, subs: list, index: int | None,
+               item: FreezeSpec | UnfreezeSpec) -> None:
     if isinstance(item, FreezeSpec):
-        for sub in subs[:index + 1]:
+        if index is None:
+            layer.trainable = False
+        for sub in subs[:0 if index is None else index + 1]:
             sub.trainable = False
         return
     if not subs:
@@ -306,7 +326,7 @@ def _apply_one(model: Any, item: FreezeSpec | UnfreezeSpec, path: str, where: st
     layer.trainable = True  # Keras sets every sublayer trainable too: put the others back
     for i, sub in enumerate(subs):
         keep_bn = isinstance(sub, keras.layers.BatchNormalization) and not item.batchnorm
-        sub.trainable = before[i] if i < index or keep_bn else True
+        sub.trainable = before[i] if i < (index or 0) or keep_bn else True
 
 
 def _layer_named(model: Any, name: str, path: str, where: str) -> Any:

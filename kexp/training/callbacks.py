@@ -126,7 +126,8 @@ def _finite(logs: dict[str, Any] | None, key: str = "loss") -> bool:
 
 class HistoryCSV(keras.callbacks.Callback):
     """``history.csv``: one row per epoch (0-based ``epoch`` column, as Keras's ``CSVLogger``
-    writes it), every metric, and the learning rate. The whole file is rewritten atomically
+    writes it; with ``train.phases`` a 0-based ``phase``), every metric, and the learning
+    rate. The whole file is rewritten atomically
     each epoch, so a crash never leaves half a row. A resumed run passes the file's rows and
     the epoch it resumes at: earlier rows are kept, rows of epochs being redone are dropped.
     (``initial_epoch`` is an argument because Keras does not pass it to callbacks.)
@@ -137,17 +138,19 @@ class HistoryCSV(keras.callbacks.Callback):
     every file of a run directory must parse after a crash."""
 
     def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None,
-                 initial_epoch: int = 0):
+                 initial_epoch: int = 0, phase: int | None = None):
         super().__init__()
         self.path = path
         self.rows = list(rows or [])
         self.initial_epoch = initial_epoch
+        self.phase = phase  # the `phase` column of a run with train.phases
 
     def on_train_begin(self, logs=None):
         self.rows = [r for r in self.rows if int(r["epoch"]) < self.initial_epoch]
 
     def on_epoch_end(self, epoch, logs=None):
-        row: dict[str, Any] = {"epoch": epoch, **{k: _number(v) for k, v in (logs or {}).items()}}
+        row: dict[str, Any] = {"epoch": epoch, **({} if self.phase is None else {
+            "phase": self.phase}), **{k: _number(v) for k, v in (logs or {}).items()}}
         if "learning_rate" not in row:
             lr = _current_lr(self.model)
             if lr is not None:
@@ -184,6 +187,8 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     for row in rows:
         parsed: dict[str, Any] = {k: _number(v) for k, v in row.items() if v != ""}
         parsed["epoch"] = int(float(row["epoch"]))
+        if "phase" in parsed:
+            parsed["phase"] = int(parsed["phase"])
         out.append(parsed)
     return out
 

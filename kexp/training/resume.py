@@ -90,6 +90,7 @@ KEEP = 2  # state sets kept: the newest, and one to fall back to if it is damage
 FORMAT = 1
 
 _SET_NAME = re.compile(r"^epoch-(\d+)$")
+_EPOCHS_KEY = re.compile(r"train\.epochs|train\.phases\[\d+\]\.epochs")  # --resume --set
 _EVENT_FILE = re.compile(r"^events\.out\.tfevents\.(\d+)\.")
 _NPZ = "variables.npz"
 _JSON = "state.json"
@@ -332,8 +333,10 @@ def _read(path: Path) -> SavedState:
 
 
 def restore_state(saved: SavedState, model: keras.Model,
-                  callbacks: Sequence[keras.callbacks.Callback]) -> None:
+                  callbacks: Sequence[keras.callbacks.Callback], model_only: bool = False) -> None:
     """Put a saved state back: variables, optimizer, callbacks, then the random generators.
+    ``model_only``: the model's variables and the generators, not the optimizer and the
+    callbacks (a training phase that begins with new ones, ``kexp.training.phases``).
 
     The model must be built and compiled as when it was saved (same config).
 
@@ -343,9 +346,10 @@ def restore_state(saved: SavedState, model: keras.Model,
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and not optimizer.built:
         optimizer.build(model.trainable_variables)
-    for group, variables in _variable_groups(model):
+    for group, variables in _variable_groups(model)[:1 if model_only else None]:
         _assign(saved, group, variables)
-    _restore_callbacks(saved, callbacks)
+    if not model_only:
+        _restore_callbacks(saved, callbacks)
     # Last: nothing after this point may draw a random number before the next epoch.
     _restore_rng(saved)
 
@@ -424,23 +428,27 @@ class RunState(keras.callbacks.Callback):
         guard: the run's ``NonFiniteGuard``: no state is saved once it has tripped.
         start: the epoch a resumed run starts at (None for a new run).
         saved: the state to restore (None: a resumed run starting over at epoch 0).
+        model_only: restore the model and the random generators only (a phase's first
+            epoch: its optimizer and callbacks are new).
     """
 
     def __init__(self, run_dir: Path, callbacks: Sequence[keras.callbacks.Callback],
-                 guard: Any = None, start: int | None = None, saved: SavedState | None = None):
+                 guard: Any = None, start: int | None = None, saved: SavedState | None = None,
+                 model_only: bool = False):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.callbacks = list(callbacks)
         self.guard = guard
         self.start = start
         self.saved = saved
+        self.model_only = model_only
 
     def on_train_begin(self, logs=None):
         if self.start is None:
             return
         _discard_after(self.run_dir, self.start)
         if self.saved is not None:
-            restore_state(self.saved, self.model, self.callbacks)
+            restore_state(self.saved, self.model, self.callbacks, self.model_only)
         _mark_tensorboard_restart(self.callbacks, self.start)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -549,11 +557,12 @@ def plan_resume(path: Path, sets: Sequence[str] = ()) -> ResumePlan:
     if record is None or not (run_dir / "config.yaml").is_file():
         raise ResumeError(f"cannot resume {path}: not a run directory (no run.json and "
                           "config.yaml in it)")
-    others = [s for s in sets if s.split("=", 1)[0].strip() != "train.epochs"]
+    others = [s for s in sets if not _EPOCHS_KEY.fullmatch(s.split("=", 1)[0].strip())]
     if others:
         raise ResumeError(
             f"cannot resume {run_dir} with --set {others[0]}: a resumed run continues with "
-            "its own config.yaml; the one change allowed is --set train.epochs=N")
+            "its own config.yaml; the one change allowed is --set train.epochs=N (with "
+            "train.phases: --set train.phases[I].epochs=N)")
     cfg = load_config(run_dir / "config.yaml")
     recorded, current = record.config_hash, config_hash(cfg.to_yaml_dict())
     if current != recorded:
