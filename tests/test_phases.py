@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from kexp.cli.app import app
 from tests.conftest import read_run_json as info
-from tests.filedata import image_folder
 from tests.conftest import run_dir_of
+from tests.filedata import image_folder
 from tests.test_resume import assert_same_weights, only_run, start_kexp, wait_for
 
 UNFROZEN_FROM = "block_15_expand"

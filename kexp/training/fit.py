@@ -55,7 +55,7 @@ def _fit(cfg: Config, run: Run, model: Any, job: Job) -> None:
 
     try:
         with _sigterm_as_interrupt():
-            history = _end_only(model, job) if job.finished else _loop(cfg, model, job)
+            history = _end_only(model, job) if job.finished else _phases(cfg, model, job)
     except Preempted as exc:
         step = getattr(exc, "step", None)
         end("interrupted", f"pre-empted (SIGTERM to a worker) at step {step}",
@@ -81,9 +81,25 @@ def _fit(cfg: Config, run: Run, model: Any, job: Job) -> None:
     _finish(run, model, job, history, time.perf_counter() - started)
 
 
+def _phases(cfg: Config, model: Any, job: Job) -> Any:
+    """The job's loop, then each following phase's (``train.phases``), from the epoch after
+    the last one trained; one ``History`` of every epoch (the last phase's metrics)."""
+    history = _loop(cfg, model, job)
+    epochs = list(history.epoch)
+    while job.next_phase is not None and not job.guard.reason:
+        job = job.next_phase(epochs[-1] + 1 if epochs else job.start)
+        if job is None:
+            break
+        history = _loop(cfg, model, job)
+        epochs += history.epoch
+    history.epoch = epochs
+    return history
+
+
 def _loop(cfg: Config, model: Any, job: Job) -> Any:
-    kwargs = dict(epochs=job.epochs, initial_epoch=job.start, steps_per_epoch=job.fit_steps,
-                  validation_data=job.val_ds, callbacks=job.callbacks)
+    kwargs = dict(epochs=job.stop or job.epochs, initial_epoch=job.start,
+                  steps_per_epoch=job.fit_steps, validation_data=job.val_ds,
+                  callbacks=job.callbacks)
     if cfg.train.loop == "custom":
         from kexp.training.custom_loop import fit_custom
 

@@ -9,6 +9,7 @@ directory (the user's callbacks, whose relative paths land in it, and kexp's own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from kexp.errors import ConfigError, Problem, error_line
 from kexp.output import quiet
 from kexp.runs import Run
 from kexp.training.distribute import Distributed, plan_distribution, writes_run
+from kexp.training.phases import Start
 
 __all__ = ["SMOKE_STEPS", "TrainOptions", "Resumed", "Job", "seed_everything",
            "data_and_model", "prepare", "planned_epochs"]
@@ -66,6 +68,9 @@ class Job:
     finished: bool = False
     dist: Distributed | None = None
     fit_steps: int | None = None  # steps_per_epoch for model.fit (None: a one-epoch dataset)
+    stop: int | None = None  # the epoch this job's loop ends before (its phase's end)
+    # ``train.phases``: the next phase's Job, given the epoch it starts at (None: no next)
+    next_phase: Callable[[int], Job | None] | None = None
 
 
 def seed_everything(cfg: Config) -> None:
@@ -91,11 +96,13 @@ def data_and_model(cfg: Config) -> tuple[Any, Any]:
     from kexp.data.load import load_data
     from kexp.data.stream import adapt_source
     from kexp.models.build import adapt_layers, build_model
+    from kexp.training.phases import check_freeze_names
     from kexp.training.threads import configure_threads
 
     splits = load_data(cfg)
     configure_threads(cfg.train.threads, cfg.data.batch_size, splits.train.x)
     model, adaptations = build_model(cfg.model)
+    check_freeze_names(model, cfg)
     check_against_model(splits, model)
     # Layers on the raw input adapt first: a TextVectorization's output size (and so the
     # next layer's weights) is known only once it has a vocabulary.
@@ -142,42 +149,81 @@ def _node_named_in(message: str, cfg: Config, model: Any) -> Any:
 
 def prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: Any,
             resumed: Resumed | None = None, strategy: Any = None,
-            source: Run | None = None) -> Job:
+            source: Run | None = None, phase: Start | None = None) -> Job:
     """The run's datasets, compiled model and callbacks (``source``: the run a non-chief
-    worker's private copy was made from)."""
+    worker's private copy was made from) for the training phase it starts in, or for
+    ``phase`` (``kexp.training.phases``: the model is compiled with the phase's optimizer,
+    the user's callbacks are the phase's)."""
     from kexp.training import callbacks as cb
+    from kexp.training import phases as ph
     from kexp.training.compile import compile_model
 
     start = resumed.start if resumed else 0
     epochs = planned_epochs(cfg, options)
-    data = _datasets(cfg, options, splits, start, epochs, strategy)
+    phase = phase or _starting_phase(cfg, options, run, model, resumed)
+    data = _datasets(cfg, options, splits, start, phase.phase.end, strategy)
     dist = plan_distribution(cfg, strategy, run, source, data.steps, start, bool(resumed))
     if dist is not None and dist.initial_step:
         data.train = data.train.skip(dist.initial_step)
-    user = cb.build_user_callbacks(cfg.train.callbacks, run.path)
+    user = cb.build_user_callbacks(ph.phase_callbacks(cfg, phase.phase), run.path)
     if resumed:
         from kexp.training.resume import rewind_csv_loggers
 
         rewind_csv_loggers(user, start)
     # Under a strategy `steps_per_execution: auto` is 1: Keras 3.15's fit fails with more
     # ("You must feed a value for placeholder tensor 'while/.../Placeholder_1'").
-    compile_model(model, cfg.compile, steps_per_epoch=data.steps,
+    compile_model(model, ph.phase_compile(cfg, phase.phase), steps_per_epoch=data.steps,
                   every_batch=cb.needs_every_batch(user) or strategy is not None,
                   aligned=data.counter is None)
     guard = cb.NonFiniteGuard()
     monitor = cb.resolve_monitor(cfg.train.monitor, data.validation is not None)
-    callbacks = _callbacks(cfg, run, data, user, guard, monitor, epochs, resumed,
+    callbacks = _callbacks(cfg, run, data, user, guard, monitor, epochs, resumed, phase,
                            options.callbacks)
-    finished = bool(resumed) and (start >= epochs or (
-        resumed.saved is not None and resumed.saved.stopped and not resumed.extended))
+    following = (lambda at: _next_phase(cfg, options, run, model, splits, strategy, source,
+                                        phase.phase, at)) if cfg.train.phases else None
     return Job(data.train, data.validation, data.test, data.steps, epochs, callbacks, guard,
-               monitor, start, finished, dist,
-               fit_steps=None if data.counter is not None else data.steps)
+               monitor, start, bool(resumed) and phase.done, dist,
+               fit_steps=None if data.counter is not None else data.steps,
+               stop=phase.phase.end, next_phase=following)
 
 
 def planned_epochs(cfg: Config, options: TrainOptions) -> int:
-    """The epochs a run trains: the config's, or one for ``--smoke``."""
-    return 1 if options.smoke else cfg.train.epochs
+    """The epochs a run trains: the config's (its phases' total), or one per phase for
+    ``--smoke``."""
+    from kexp.training.phases import plan_phases
+
+    return plan_phases(cfg, options.smoke)[-1].end
+
+
+def _starting_phase(cfg: Config, options: TrainOptions, run: Run, model: Any,
+                    resumed: Resumed | None) -> Start:
+    """The phase a (resumed) run starts in, the model (un)frozen as the phases up to it
+    leave it."""
+    from kexp.training import phases as ph
+    from kexp.training.callbacks import read_history
+
+    saved = resumed.saved if resumed else None
+    start = ph.starting_phase(
+        cfg, options.smoke, resumed.start if resumed else 0,
+        read_history(run.file("history.csv")) if resumed else [],
+        stopped=bool(saved and saved.stopped), extended=bool(resumed and resumed.extended))
+    ph.freeze_for(model, cfg, start.phase, replay=True)
+    return start
+
+
+def _next_phase(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: Any,
+                strategy: Any, source: Run | None, phase: Any, at: int) -> Job | None:
+    """The Job of the phase after ``phase``, starting at epoch ``at``: the model
+    (un)frozen as it says, compiled with its optimizer, with its callbacks; the run's own
+    files continue as on a resume (None after the last phase)."""
+    from kexp.training import phases as ph
+
+    following = ph.next_phase(cfg, options.smoke, phase, at)
+    if following is None:
+        return None
+    ph.freeze_for(model, cfg, following, replay=False)
+    return prepare(cfg, options, run, model, splits, resumed=Resumed(at, None, False),
+                   strategy=strategy, source=source, phase=ph.Start(following, True))
 
 
 @dataclass
@@ -221,7 +267,7 @@ def _datasets(cfg: Config, options: TrainOptions, splits: Any, start: int, epoch
 
 
 def _callbacks(cfg: Config, run: Run, data: _Datasets, user: list, guard: Any, monitor: str,
-               epochs: int, resumed: Resumed | None, extra: tuple = ()) -> list:
+               epochs: int, resumed: Resumed | None, phase: Start, extra: tuple = ()) -> list:
     """The user's callbacks between kexp's: the epoch counter first, the run's own files
     after, and ``RunState`` last (it saves what the others updated, and restores after they
     reset)."""
@@ -230,7 +276,8 @@ def _callbacks(cfg: Config, run: Run, data: _Datasets, user: list, guard: Any, m
 
     history = cb.read_history(run.file("history.csv")) if resumed else None
     start = resumed.start if resumed else 0
-    standard: list = [guard, cb.HistoryCSV(run.file("history.csv"), history, start)]
+    standard: list = [guard, cb.HistoryCSV(run.file("history.csv"), history, start,
+                                           phase.phase.index if cfg.train.phases else None)]
     if cfg.train.tensorboard:
         from kexp.training.graph import ModelGraph
 
@@ -248,8 +295,11 @@ def _callbacks(cfg: Config, run: Run, data: _Datasets, user: list, guard: Any, m
     callbacks = ([data.counter] if data.counter else []) + user + standard + list(extra)
     if resumed:
         after_earlier_logs(callbacks)
+    # A phase that begins here has a new optimizer and callbacks: only the model and the
+    # random generators are restored.
     callbacks.append(RunState(run.path, callbacks, guard, start=start if resumed else None,
-                              saved=resumed.saved if resumed else None))
+                              saved=resumed.saved if resumed else None,
+                              model_only=phase.begins and phase.phase.index > 0))
     return callbacks
 
 
