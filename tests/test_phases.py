@@ -121,7 +121,7 @@ def test_history_has_both_phases_with_continuing_epochs(reference):
 def test_kill_9_in_phase_2_then_resume_is_bit_identical(folder, reference, tmp_path):
     runs = tmp_path / "runs"
     proc = start_kexp("train", folder / "c.yaml", "--runs-dir", runs, log=tmp_path / "log")
-    assert wait_for(lambda: any(runs.glob("*/*/state/epoch-0002")), proc)
+    assert wait_for(lambda: any(runs.glob("*/*/state/epoch-0002")), proc, timeout=900)
     proc.kill()  # phase 2 has trained one of its two epochs
     proc.wait()
     run = only_run(runs)
@@ -190,7 +190,7 @@ def test_kill_9_between_two_phases_then_resume_is_bit_identical(small, tmp_path)
     runs = tmp_path / "runs"
     proc = start_kexp("train", small, "--runs-dir", runs, "--set", f"train.loop={loop}",
                       log=tmp_path / "log")
-    assert wait_for(lambda: any(runs.glob("*/*/state/epoch-0002")), proc)
+    assert wait_for(lambda: any(runs.glob("*/*/state/epoch-0002")), proc, timeout=900)
     proc.kill()  # phase 1 saved, phase 2 pausing before its first epoch
     proc.wait()
     run = only_run(runs)
