@@ -21,7 +21,7 @@ __all__ = ["CURVES_FILE", "draw_run_curves", "draw_run_curves_at_end", "warm_up"
 
 CURVES_FILE = "curves.png"
 # history.csv columns that are not a metric curve.
-_NOT_CURVES = ("epoch", "learning_rate", "lr")
+_NOT_CURVES = ("epoch", "phase", "learning_rate", "lr")
 
 
 def curve_panels(columns: list[str]) -> list[tuple[str, str | None]]:
