@@ -73,13 +73,34 @@ def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]
             problems += check_component(callback, (CALLBACKS,))
         if {"model", "compile"} <= sections:
             problems += _check_monitors(cfg, outputs)
-        from kexp.models.applications import model_layer_names  # they import this module
-        from kexp.training.phases import check_phases
+        from kexp.models.applications import model_layer_names  # it imports this package
 
-        problems += check_phases(cfg, model_layer_names(cfg.model) if "model" in sections
-                                 else set())
+        problems += _check_phases(cfg, model_layer_names(cfg.model) if "model" in sections
+                                  else set())
     problems += rule_problems(cfg, sections)
     return [_locate(p, cfg) for p in problems]
+
+
+def _check_phases(cfg: Config, names: set[str]) -> list[Problem]:
+    """Each phase's optimizer and callbacks are components Keras or a plugin knows; its
+    ``freeze``/``unfreeze`` names layers of the model (``names``; empty: not known)."""
+    from kexp.models.applications import check_freeze_targets
+
+    problems: list[Problem] = []
+    total = sum(spec.epochs for spec in cfg.train.phases or [])
+    if cfg.train.phases and cfg.train.epochs != total:
+        problems.append(Problem("train.epochs", f"`epochs: {cfg.train.epochs}` disagrees with "
+                                f"the phases' epochs, which add up to {total}: with `phases:`, "
+                                "leave `epochs` out (each phase has its own)"))
+    for i, spec in enumerate(cfg.train.phases or []):
+        if spec.optimizer is not None:
+            problems += check_component(spec.optimizer, (OPTIMIZERS,))
+        for callback in spec.callbacks or []:
+            problems += check_component(callback, (CALLBACKS,))
+        at = f"train.phases[{i}]"
+        problems += check_freeze_targets(spec.freeze, f"{at}.freeze", names)
+        problems += check_freeze_targets(spec.unfreeze, f"{at}.unfreeze", names)
+    return problems
 
 
 def _check_compile(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kexp.config.schema import Component, Config, PhaseSpec
-from kexp.errors import Problem
 
-__all__ = ["Phase", "Start", "plan_phases", "starting_phase", "next_phase", "check_phases",
+__all__ = ["Phase", "Start", "plan_phases", "starting_phase", "next_phase",
            "check_freeze_names", "phase_compile", "phase_callbacks"]
 
 
@@ -134,27 +133,3 @@ def phase_compile(cfg: Config, phase: Phase) -> Any:
 def phase_callbacks(cfg: Config, phase: Phase) -> list[Component]:
     """The phase's callbacks (``train.callbacks`` unless it names its own)."""
     return cfg.train.callbacks if phase.spec.callbacks is None else phase.spec.callbacks
-
-
-def check_phases(cfg: Config, names: set[str]) -> list[Problem]:
-    """Each phase's optimizer and callbacks are components Keras or a plugin knows; its
-    ``freeze``/``unfreeze`` names layers of the model (``names``; empty: not known)."""
-    from kexp.config.check import check_component
-    from kexp.models.applications import check_freeze_targets
-    from kexp.registry import CALLBACKS, OPTIMIZERS
-
-    problems: list[Problem] = []
-    total = sum(spec.epochs for spec in cfg.train.phases or [])
-    if cfg.train.phases and cfg.train.epochs != total:
-        problems.append(Problem("train.epochs", f"`epochs: {cfg.train.epochs}` disagrees with "
-                                f"the phases' epochs, which add up to {total}: with `phases:`, "
-                                "leave `epochs` out (each phase has its own)"))
-    for i, spec in enumerate(cfg.train.phases or []):
-        if spec.optimizer is not None:
-            problems += check_component(spec.optimizer, (OPTIMIZERS,))
-        for callback in spec.callbacks or []:
-            problems += check_component(callback, (CALLBACKS,))
-        at = f"train.phases[{i}]"
-        problems += check_freeze_targets(spec.freeze, f"{at}.freeze", names)
-        problems += check_freeze_targets(spec.unfreeze, f"{at}.unfreeze", names)
-    return problems
