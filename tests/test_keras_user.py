@@ -136,3 +136,36 @@ def test_validate_rejects_a_monitor_the_run_never_logs(tmp_path):
     good.write_text(textwrap.dedent(TICKETS % ("val_department_accuracy",
                                                "val_priority_mean_absolute_error")).lstrip())
     assert run_kexp("validate", good).returncode == 0
+
+
+EVERYTHING_WRONG = """
+data: {type: digits, validaton_split: 0.2, batchsize: 32}
+model:
+  type: sequential
+  input_shape: [64]
+  layers: [{type: Dense, units: 10, activation: softmax}]
+compile:
+  optimizer: {type: Adam, lr: 0.01}
+  loss: sparse_categorical_crossentropy
+train:
+  epoch: 3
+  callbacks: [{type: EarlyStoping, patience: 2}]
+"""
+
+
+def test_validate_reports_every_error_at_once_with_did_you_mean(tmp_path):
+    config = tmp_path / "wrong.yaml"
+    config.write_text(textwrap.dedent(EVERYTHING_WRONG).lstrip())
+    result = run_kexp("validate", config)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = {line.split(": ", 2)[1]: line for line in result.stderr.splitlines()
+             if line.startswith("  - ")}
+    assert set(lines) == {"train.epoch", "data.validaton_split", "data.batchsize",
+                          "compile.optimizer.lr", "train.callbacks[0].type"}
+    assert "wrong.yaml:10:" in lines["train.epoch"] and "'epochs'" in lines["train.epoch"]
+    assert "wrong.yaml:11:" in lines["train.callbacks[0].type"]
+    assert "'EarlyStopping'" in lines["train.callbacks[0].type"]
+    assert "`data` option" in lines["data.validaton_split"]
+    assert "did you mean 'validation_split'" in lines["data.validaton_split"]
+    assert "did you mean 'batch_size'" in lines["data.batchsize"]
+    assert "did you mean 'learning_rate'" in lines["compile.optimizer.lr"]

@@ -85,14 +85,24 @@ def _data_required(loaded: Loaded) -> list[Problem]:
 def _check_valid_sections(loaded: Loaded, problems: list[Problem]) -> list[Problem]:
     """Registry checks of the sections that passed the schema, so that a file's schema
     errors and name errors are reported together."""
-    bad = {p.path.split(".")[0].split("[")[0] for p in problems}
+    bad: dict[str, set[str]] = {}  # section -> its keys with a schema error ('' for itself)
+    for p in problems:
+        head, _, rest = p.path.partition(".")
+        bad.setdefault(head.split("[")[0], set()).add(rest.split(".")[0].split("[")[0])
     sections = {}
     for name, field in Config.model_fields.items():
-        if name in bad or name not in loaded.data:
+        if name not in loaded.data:
             continue
+        value = loaded.data[name]
+        if name in bad:  # check the rest of a section whose keys alone are wrong (train.epoch)
+            if "" in bad[name] or not isinstance(value, dict):
+                continue
+            value = {k: v for k, v in value.items() if k not in bad[name]}
         try:
-            sections[name] = TypeAdapter(field.annotation).validate_python(loaded.data[name])
+            sections[name] = TypeAdapter(field.annotation).validate_python(value)
         except ValidationError:
+            if name in bad:
+                continue
             return []
     partial = Config.model_construct(**sections)
     partial._sources = loaded.sources

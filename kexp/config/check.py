@@ -166,18 +166,31 @@ def check_component(comp: Component, registries: tuple[Registry, ...],
     if found is None:
         return [unknown(comp.type, registries, f"{comp.path}.type" if comp.path else "type")]
     args = {k: v for k, v in comp.args.items() if k not in skip}
-    return _check_args(found[0], args, comp.path, registries)
+    return _check_args(found[0], args, comp.path, registries, options=skip)
+
+
+# Names Keras users carry over from older Keras, and what Keras 3 calls them.
+_RENAMED = {"lr": "learning_rate", "decay": "weight_decay"}
 
 
 def _check_args(entry: Entry, args: dict[str, Any], path: str,
-                registries: tuple[Registry, ...]) -> list[Problem]:
+                registries: tuple[Registry, ...], options: tuple[str, ...] = ()
+                ) -> list[Problem]:
+    """``options`` are the keys the section itself takes besides the component's arguments
+    (``data``'s ``validation_split``, ``batch_size``, ...)."""
     problems = []
     for arg, value in args.items():
         arg_path = f"{path}.{arg}" if path else arg
         if arg not in entry.params and not entry.open_kwargs:
+            message = f"{entry.name} has no argument {arg!r}"
+            if options:
+                message = (f"{arg!r} is neither a `{path}` option ({', '.join(options)}) "
+                           f"nor an argument of {entry.name}")
+            renamed = _RENAMED.get(arg)
             problems.append(Problem(
-                arg_path, f"{entry.name} has no argument {arg!r}",
-                suggestion=closest(arg, entry.params),
+                arg_path, message,
+                suggestion=closest(arg, (*options, *entry.params)) or (
+                    repr(renamed) if renamed in entry.params else ""),
             ))
         elif registry_for_argument(arg) is None:
             problems += _check_kind(entry, arg, value, arg_path)
