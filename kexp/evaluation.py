@@ -226,7 +226,12 @@ def evaluate_run(run_dir: Path, checkpoint: str = "final", split: str | None = N
         ConfigError, DataError: a run, checkpoint, split or data that cannot be used.
     """
     file = checkpoint_file(run_dir, checkpoint)
-    cfg = load_run_config(run_dir, _data_sets(data))
+    try:
+        cfg = load_run_config(run_dir, _data_sets(data))
+    except ConfigError as exc:  # located at what the user typed: --data P=V, not --set data.P=V
+        exc.problems = [Problem(p.path, p.message, _as_data_option(p.where), p.suggestion)
+                        for p in exc.problems]
+        raise
     splits = load_run_splits(cfg)
     name, chosen = choose_split(splits, split)
     model = _compiled_run_model(file, cfg)
@@ -255,6 +260,11 @@ def _compiled_run_model(file: Path, cfg: Any) -> Any:
 
     compile_model(model, cfg.compile, steps_per_epoch=1, every_batch=True)
     return model
+
+
+def _as_data_option(where: str) -> str:
+    return "--data " + where.removeprefix("--set data.") if where.startswith(
+        "--set data.") else where
 
 
 def _data_sets(data: Sequence[str]) -> list[str]:

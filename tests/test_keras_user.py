@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,19 @@ def test_validate_reports_every_error_at_once_with_did_you_mean(tmp_path):
     assert "did you mean 'validation_split'" in lines["data.validaton_split"]
     assert "did you mean 'batch_size'" in lines["data.batchsize"]
     assert "did you mean 'learning_rate'" in lines["compile.optimizer.lr"]
+
+
+def test_print_run_dir_ends_stdout_with_the_bare_path_and_evaluate_data_errors_name_data(
+        tmp_path):
+    from tests.conftest import CONFIGS
+
+    result = run_kexp("train", CONFIGS / "digits_mlp.yaml", "--runs-dir", tmp_path, "-q",
+                      "--print-run-dir", "--set", "train.epochs=1")
+    assert result.returncode == 0, result.stderr
+    run = Path(result.stdout.splitlines()[-1])
+    assert run.is_absolute() and (run / "run.json").is_file() and (run / "model.keras").is_file()
+    assert "run directory:" not in result.stdout
+    result = run_kexp("evaluate", run, "--data", "validaton_split=0.5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--data validaton_split=0.5" in result.stderr and "--set" not in result.stderr
+    assert "did you mean 'validation_split'" in result.stderr

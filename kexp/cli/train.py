@@ -46,11 +46,15 @@ def train(
                                       help="multi_worker: start N workers on 127.0.0.1 and "
                                       "wait for them."),
     quiet: bool = QuietOpt,
+    print_run_dir: bool = typer.Option(
+        False, "--print-run-dir", help="End stdout with the run directory's bare path (for "
+        "scripts: RUN=$(kexp train c.yaml -q --print-run-dir | tail -n 1))."),
 ) -> None:
     """Train a model as CONFIG says; prints the run directory."""
     from kexp.output import set_quiet
 
     set_quiet(quiet)
+    _BARE[0] = print_run_dir
     if local_workers is not None:
         _check_not_both(workers, worker_index)
         _check_multi_worker(config, resume, set_, plugin)
@@ -121,11 +125,15 @@ def _resume(run_dir: Path, config: Path | None, sets: list[str], plugins: list[s
     _echo_run(run.path)
 
 
+# --print-run-dir: the run directory's line is its bare path
+_BARE = [False]
+
+
 def _echo_run(path: Path) -> None:
     from kexp.training.distribute import is_chief
 
     if is_chief():
-        typer.echo(f"run directory: {path}")
+        typer.echo(str(path) if _BARE[0] else f"run directory: {path}")
     else:
         typer.echo(f"done; the chief wrote the run directory ({path})"
                    if path.exists() else "done; the chief wrote the run directory")
