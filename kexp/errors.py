@@ -81,4 +81,25 @@ def error_line(exc: BaseException) -> str:
     lines = [line for line in lines
              if line and not line.startswith("Exception encountered when calling")]
     line = re.sub(r"\s*\[Op:[^\]]*\].*$", "", lines[0]) if lines else ""
+    if line == "Graph execution error:":  # TensorFlow's op message is further down
+        line = _op_message(text) or line
     return line or type(exc).__name__
+
+
+def _op_message(text: str) -> str:
+    """From TensorFlow's "Graph execution error:" report, the failing op's own message
+    (``Incompatible shapes: [32] vs. [32,2]``) and the node it names, which tells the loss or
+    metric (``compile_loss/mean_squared_error/sub``); the Python stack in between is left out.
+    """
+    node = re.search(r"Detected at node '?([^'\s]+)'?", text)
+    message = ""
+    for raw in text.splitlines():
+        if not raw.strip() or raw.startswith((" ", "\t")) or raw.strip().startswith("[["):
+            continue
+        if raw.startswith(("Graph execution error", "Detected at node")):
+            continue
+        message = re.sub(r"\s*\[Op:[^\]]*\].*$", "", raw.strip())
+        break
+    if not message:
+        return ""
+    return f"{message} (at TensorFlow node {node.group(1)})" if node else message

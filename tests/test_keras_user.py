@@ -186,3 +186,28 @@ def test_print_run_dir_ends_stdout_with_the_bare_path_and_evaluate_data_errors_n
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--data validaton_split=0.5" in result.stderr and "--set" not in result.stderr
     assert "did you mean 'validation_split'" in result.stderr
+
+
+SHAPE_MISTAKE = """
+data: {type: digits, validation_split: 0.2, batch_size: 32}
+model:
+  type: sequential
+  input_shape: [64]
+  layers: [{type: Dense, units: 2, activation: softmax}]
+compile: {optimizer: adam, loss: mse}
+train: {epochs: 1}
+"""
+
+
+@pytest.mark.parametrize("loop", ["fit", "custom"])
+def test_tensorflow_op_message_reaches_stderr_and_run_json(tmp_path, loop):
+    config = tmp_path / "shape.yaml"
+    config.write_text(textwrap.dedent(SHAPE_MISTAKE).lstrip())
+    result = run_kexp("train", config, "--runs-dir", tmp_path, "-q", "--set",
+                      f"train.loop={loop}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Incompatible shapes" in result.stderr, result.stderr
+    assert "mse" in result.stderr.splitlines()[-2]  # the node names the loss
+    run = next(p for p in (tmp_path / "shape").iterdir() if (p / "run.json").is_file())
+    record = read_run_json(run)
+    assert record["status"] == "failed" and "Incompatible shapes" in record["reason"]
