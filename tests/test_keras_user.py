@@ -211,3 +211,25 @@ def test_tensorflow_op_message_reaches_stderr_and_run_json(tmp_path, loop):
     run = next(p for p in (tmp_path / "shape").iterdir() if (p / "run.json").is_file())
     record = read_run_json(run)
     assert record["status"] == "failed" and "Incompatible shapes" in record["reason"]
+
+
+def test_validate_rejects_one_metric_list_for_two_outputs_and_plateau_with_a_schedule(
+        tmp_path):
+    config = tmp_path / "tickets.yaml"
+    text = textwrap.dedent(TICKETS % ("val_loss", "val_loss")).lstrip()
+    config.write_text(text.replace(
+        "metrics: {priority: [mean_absolute_error], department: [accuracy]}",
+        "metrics: [accuracy]").replace(
+        "optimizer: rmsprop",
+        "optimizer: {type: RMSprop, learning_rate: {type: ExponentialDecay, "
+        "initial_learning_rate: 0.01, decay_steps: 10, decay_rate: 0.9}}").replace(
+        "EarlyStopping, monitor: val_loss", "ReduceLROnPlateau, monitor: val_loss"))
+    result = run_kexp("validate", config)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = {line.split(": ", 2)[1]: line for line in result.stderr.splitlines()
+             if line.startswith("  - ")}
+    assert set(lines) == {"compile.metrics", "train.callbacks[0].type"}, result.stderr
+    assert "2 outputs (priority, department)" in lines["compile.metrics"]
+    assert "tickets.yaml:13:" in lines["compile.metrics"]
+    assert "schedule" in lines["train.callbacks[0].type"]
+    assert "tickets.yaml:17:" in lines["train.callbacks[0].type"]

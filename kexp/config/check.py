@@ -73,6 +73,8 @@ def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]
             problems += check_component(callback, (CALLBACKS,))
         if {"model", "compile"} <= sections:
             problems += _check_monitors(cfg, outputs)
+        if "compile" in sections:
+            problems += _check_plateau_with_schedule(cfg)
         from kexp.models.applications import model_layer_names  # it imports this package
 
         problems += _check_phases(cfg, model_layer_names(cfg.model) if "model" in sections
@@ -107,6 +109,7 @@ def _check_compile(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:
     problems = check_component(cfg.compile.optimizer, (OPTIMIZERS,))
     problems += _check_per_output(cfg.compile.loss, "compile.loss", LOSSES, outputs)
     problems += _check_per_output(cfg.compile.metrics, "compile.metrics", METRICS, outputs)
+    problems += _check_one_list_for_outputs(cfg.compile.metrics, outputs)
     if isinstance(cfg.compile.loss_weights, dict) and outputs:
         problems += _check_output_keys(cfg.compile.loss_weights, "compile.loss_weights", outputs)
     return problems + _check_weight_count(cfg.compile.loss, cfg.compile.loss_weights)
@@ -126,6 +129,29 @@ def _check_monitors(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:
                           "each with a val_ prefix on validation data)",
                     suggestion=closest(name, names))
             for path, name in monitors if name not in names]
+
+
+def _check_one_list_for_outputs(metrics: Any, outputs: tuple[str, ...]) -> list[Problem]:
+    """Keras refuses one flat list of metrics for several outputs once training starts."""
+    if len(outputs) < 2 or not isinstance(metrics, list) or not any(
+            isinstance(m, Component) for m in metrics):
+        return []
+    names = ", ".join(outputs)
+    example = ", ".join(f"{o}: [accuracy]" for o in outputs)
+    return [Problem("compile.metrics", f"one list of metrics for a model with {len(outputs)} "
+                    f"outputs ({names}): key them by output, e.g. {{{example}}}, or give one "
+                    "list per output in output order")]
+
+
+def _check_plateau_with_schedule(cfg: Config) -> list[Problem]:
+    """ReduceLROnPlateau sets the learning rate, which a schedule computes: Keras fails the
+    first time the callback fires, possibly hours in."""
+    rate = cfg.compile.optimizer.args.get("learning_rate")
+    if not isinstance(rate, (dict, str)):
+        return []
+    return [Problem(f"{c.path}.type", "ReduceLROnPlateau cannot change a learning rate that a "
+                    "schedule computes (compile.optimizer.learning_rate): use one or the other")
+            for c in cfg.train.callbacks if c.type == "ReduceLROnPlateau"]
 
 
 def _check_unnamed_output(spec: Any) -> list[Problem]:
