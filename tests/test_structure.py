@@ -11,9 +11,7 @@ import pytest
 KEXP = Path(__file__).resolve().parent.parent / "kexp"
 MAX_FUNCTION_LINES = 60
 # The packages whose functions are held to MAX_FUNCTION_LINES (the config side follows).
-SHORT_FUNCTIONS = ("training", "cli/workers.py", "runs.py", "config", "registry.py",
-                   "components.py", "plugins.py", "monitor.py", "errors.py", "models/graph.py",
-                   "models/inspect.py")
+SHORT_FUNCTIONS = ("cli", "config", "data", "models", "sweep", "tools", "training", "*.py")
 
 
 def _module_name(path: Path) -> str:
@@ -27,11 +25,17 @@ def _modules() -> dict[str, Path]:
 
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     """kexp modules that ``path`` imports, at module level or inside a function (a cycle
-    through a deferred import is still a cycle)."""
+    through a deferred import is still a cycle). Imports under ``if TYPE_CHECKING:`` are for
+    type hints only and never run, so they are not counted."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    hints = {id(n) for block in ast.walk(tree) if _is_type_checking(block)
+             for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in hints:
+            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -48,6 +52,12 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
             if target and target != name and not _is_package_of(target, name, modules):
                 found.add(target)
     return found
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and (
+        isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        or isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")
 
 
 def _is_package_of(target: str, name: str, modules: dict[str, Path]) -> bool:
@@ -105,8 +115,6 @@ def test_no_import_cycle_through_the_training_config_and_cli_packages():
             if any(m == p or m.startswith(p + ".") for m in c for p in NO_CYCLES)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="known cycles: data.pipeline <-> data.stream, "
-                   "models.applications <-> models.preprocess, sweep.report <-> sweep.trial")
 def test_no_import_cycle_inside_kexp():
     assert _kexp_cycles() == []
 
@@ -117,15 +125,17 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def _long_functions(path: Path) -> list[str]:
+    """Functions whose body (after the signature and docstring) is over the limit: a Typer
+    command's signature is its options' declarations, not code."""
     tree = ast.parse(path.read_text(), str(path))
     long = []
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            lines = node.end_lineno - node.lineno + 1
-            doc = node.body[0]
-            if (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
-                    and isinstance(doc.value.value, str)):
-                lines -= doc.end_lineno - doc.lineno + 1  # a docstring is not code
+            body = node.body
+            if (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str) and len(body) > 1):
+                body = body[1:]  # a docstring is not code
+            lines = node.end_lineno - body[0].lineno + 1
             if lines > MAX_FUNCTION_LINES:
                 long.append(f"{path.relative_to(KEXP.parent)}:{node.lineno} {node.name} "
                             f"({lines} lines)")
@@ -135,5 +145,5 @@ def _long_functions(path: Path) -> list[str]:
 @pytest.mark.parametrize("where", SHORT_FUNCTIONS)
 def test_no_function_is_longer_than_60_lines(where):
     target = KEXP / where
-    paths = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+    paths = sorted(target.rglob("*.py")) if target.is_dir() else sorted(KEXP.glob(where))
     assert [f for p in paths for f in _long_functions(p)] == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from kexp.data.order import permutation
 from kexp.data.splits import Split
 from kexp.data.stream import is_stream, stream_batches
 
@@ -80,9 +81,9 @@ def train_dataset(
         if not shuffled:
             return tf.range(slots, dtype=tf.int64) % n
         if passes == 1:  # the usual case: no loop to trace
-            return _permutation(n, seed, epoch, tf.constant(0, tf.int64))[:slots]
+            return permutation(n, seed, epoch, tf.constant(0, tf.int64))[:slots]
         orders = tf.map_fn(
-            lambda r: _permutation(n, seed, epoch, r),
+            lambda r: permutation(n, seed, epoch, r),
             tf.range(passes, dtype=tf.int64),
             fn_output_signature=tf.TensorSpec([n], tf.int64),
         )
@@ -122,7 +123,7 @@ def epoch_dataset(split: Split, *, batch_size: int, seed: int, epoch: tf.Variabl
     def order(_: tf.Tensor) -> tf.Tensor:
         if not shuffle:
             return tf.range(n, dtype=tf.int64)
-        return _permutation(n, seed, epoch.read_value(), tf.constant(0, tf.int64))
+        return permutation(n, seed, epoch.read_value(), tf.constant(0, tf.int64))
 
     def batches(indices: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.range(steps).map(
@@ -163,21 +164,7 @@ def epoch_permutation(n: int, seed: int, epoch: int, repeat: int = 0) -> tf.Tens
     that depends only on ``(seed, epoch, repeat)`` (for tests and tools)."""
     import tensorflow as tf
 
-    return _permutation(n, seed, tf.constant(epoch, tf.int64), tf.constant(repeat, tf.int64))
-
-
-def _permutation(n: int, seed: int, epoch: tf.Tensor, repeat: tf.Tensor) -> tf.Tensor:
-    import tensorflow as tf
-
-    # Hash (seed, epoch, repeat) into a Philox key: TF's index_shuffle gives near-identical
-    # orders for neighbouring seeds (measured at n=65536), stateless_shuffle with an
-    # unrelated key does not. Philox is fixed so CPU and GPU agree.
-    full_int = {"minval": None, "maxval": None, "dtype": tf.int64, "alg": "philox"}
-    epoch_key = tf.random.stateless_uniform(
-        [], seed=tf.stack([tf.constant(seed, tf.int64), epoch]), **full_int)
-    key = tf.random.stateless_uniform([2], seed=tf.stack([epoch_key, repeat]), **full_int)
-    return tf.random.experimental.stateless_shuffle(
-        tf.range(n, dtype=tf.int64), seed=key, alg="philox")
+    return permutation(n, seed, tf.constant(epoch, tf.int64), tf.constant(repeat, tf.int64))
 
 
 def _check_sizes(split: Split, batch_size: int) -> int:

@@ -153,7 +153,7 @@ class Stream:
         """One pass of read elements in the order of ``(seed, epoch, repeat)``."""
         import tensorflow as tf
 
-        from kexp.data.pipeline import _permutation
+        from kexp.data.order import permutation
 
         n = len(self.files)
         if self.cache is not None:  # cached in file order, shuffled by a seeded buffer
@@ -163,7 +163,7 @@ class Stream:
                     if shuffle else dataset)
         if not shuffle:
             return self.read(tf.range(n, dtype=tf.int64), True)
-        order = _permutation(n, seed, epoch, repeat)
+        order = permutation(n, seed, epoch, repeat)
         dataset = self.read(order, False)
         if self.sample_per_file:
             return dataset

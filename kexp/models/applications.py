@@ -38,7 +38,8 @@ from typing import Any
 from kexp.config.errors import closest
 from kexp.config.schema import Component, FreezeSpec, ModelSpec, UnfreezeSpec
 from kexp.errors import ConfigError, Problem
-from kexp.registry import LAYERS, MODELS, _keras_catalog
+from kexp.models.catalog import application_info, preprocess_module
+from kexp.registry import LAYERS, MODELS
 
 __all__ = [
     "KEXP_APPLICATION_ARGS",
@@ -65,38 +66,6 @@ class WeightsUnavailable(ConfigError):
     def __init__(self, problem: Problem, cache_file: Path):
         self.cache_file = cache_file
         super().__init__(problem)
-
-
-def application_info(name: str) -> dict[str, Any] | None:
-    """``{"preprocess": module or None}`` for a Keras application's name; None for any other
-    name (or one a plugin registered)."""
-    if name in MODELS.registered():
-        return None
-    info = _keras_catalog().get("models", {}).get(name)
-    return info.get("application") if info else None
-
-
-def _application_names() -> list[str]:
-    return [n for n, i in _keras_catalog().get("models", {}).items() if "application" in i]
-
-
-def preprocess_module(application: str) -> str:
-    """The module whose ``preprocess_input`` matches ``application``.
-
-    Raises:
-        ValueError: not a Keras application, or one that preprocesses its input itself.
-    """
-    info = application_info(application)
-    if info is None:
-        near = closest(application, _application_names())
-        raise ValueError(f"{application!r} is not a Keras application"
-                         + (f"; did you mean {near}?" if near else
-                            " (kexp list models lists them)"))
-    if info["preprocess"] is None:
-        raise ValueError(f"{application} includes its own preprocessing (its "
-                         "preprocess_input returns the input unchanged): feed it raw pixel "
-                         "values in [0, 255] without a Preprocess layer")
-    return info["preprocess"]
 
 
 @LAYERS.register("Preprocess")

@@ -12,7 +12,7 @@ from typing import Any
 
 import keras
 
-from kexp.models.applications import preprocess_module
+from kexp.models.catalog import preprocess_module
 
 __all__ = ["ApplicationPreprocess"]
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import math
 import sys
+from typing import TYPE_CHECKING
 
 import keras
 
 from kexp.runs import Run
 from kexp.sweep.study import redact
-from kexp.sweep.trial import TrialContext
+
+if TYPE_CHECKING:
+    from kexp.sweep.trial import TrialContext
 
 __all__ = ["TrialReporter"]
 
