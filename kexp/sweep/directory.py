@@ -22,7 +22,8 @@ import yaml
 
 from kexp.config.schema import Config
 from kexp.errors import ConfigError, Problem
-from kexp.runs import atomic_write, now
+from kexp.monitor import direction as metric_direction
+from kexp.runs import atomic_write, create_dir_atomically, now
 from kexp.sweep.runner import Sweep, read_sweep
 from kexp.sweep.study import embedded_url, has_password, redact
 
@@ -47,37 +48,40 @@ def check_sweep(cfg: Config, config: Path, sets: list[str], plugins: list[str],
 
 
 def create_sweep(cfg: Config, storage: str | None, study: str | None) -> Sweep:
-    """Make the sweep directory and write its config.yaml and sweep.json."""
-    parent = Path(cfg.runs_dir) / cfg.run_name()
-    parent.mkdir(parents=True, exist_ok=True)
+    """Make the sweep directory with its config.yaml and sweep.json in it: it appears whole
+    (``create_dir_atomically``) or not at all, so a kill while it starts never leaves one
+    that ``--resume`` refuses."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 10_000):
-        path = parent / (f"sweep-{stamp}" if n == 1 else f"sweep-{stamp}-{n}")
-        try:
-            path.mkdir()
-            break
-        except FileExistsError:
-            continue
-    path = path.resolve()
-    atomic_write(path / "config.yaml", yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
-    name = study or f"{cfg.run_name()}/{path.name}"
-    url = storage or embedded_url(path)
-    sweep = Sweep(path, cfg, url, name, _budget(cfg, cfg.sweep.trials), cfg.sweep.jobs)
+    metric = cfg.sweep.metric
     info = {
         "name": cfg.run_name(),
         "status": "running",
         "started": now(),
         "command": [redact(arg) for arg in sys.argv],
         "config_file": str(cfg.file) if cfg.file else None,
-        "study": name,
+        "study": study,  # None until the directory has its name: see _study_name
         "storage": "embedded" if storage is None else redact(storage),
         "storage_complete": storage is None or not has_password(storage),
-        "metric": sweep.metric,
-        "direction": sweep.direction,
+        "metric": metric,
+        "direction": cfg.sweep.direction or metric_direction(metric),
         "sweep": cfg.sweep.model_dump(mode="json", exclude_none=True),
     }
+
+    def populate(tmp: Path) -> None:
+        atomic_write(tmp / "config.yaml", yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
+        atomic_write(tmp / "sweep.json", json.dumps(info, indent=2) + "\n")
+
+    parent = Path(cfg.runs_dir) / cfg.run_name()
+    path = create_dir_atomically(parent, f"sweep-{stamp}", populate).resolve()
+    info["study"] = _study_name(info, path)
     atomic_write(path / "sweep.json", json.dumps(info, indent=2) + "\n")
-    return sweep
+    return Sweep(path, cfg, storage or embedded_url(path), info["study"],
+                 _budget(cfg, cfg.sweep.trials), cfg.sweep.jobs)
+
+
+def _study_name(info: dict, sweep_dir: Path) -> str:
+    """The study's name: ``--study``, else ``<run name>/<sweep directory name>``."""
+    return info.get("study") or f"{info['name']}/{sweep_dir.name}"
 
 
 def reopen_sweep(sweep_dir: Path, storage: str | None, trials: int | None,
@@ -101,7 +105,8 @@ def reopen_sweep(sweep_dir: Path, storage: str | None, trials: int | None,
             raise ConfigError(Problem("", f"this sweep's study is in {info.get('storage')}, "
                                       "whose password kexp does not keep: give the URL again "
                                       "with --storage", "--resume"))
-    return Sweep(sweep_dir, cfg, storage, info["study"], _budget(cfg, trials or cfg.sweep.trials),
+    return Sweep(sweep_dir, cfg, storage, _study_name(info, sweep_dir),
+                 _budget(cfg, trials or cfg.sweep.trials),
                  jobs or cfg.sweep.jobs)
 
 
