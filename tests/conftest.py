@@ -88,3 +88,11 @@ def _fresh_keras():
     keras = sys.modules.get("keras")
     if keras is not None:
         keras.backend.clear_session()
+    if "tensorflow" in sys.modules:
+        # `deterministic: true` trained in-process turns on TensorFlow's op determinism for
+        # the whole process, and Keras then drops jit_compile and refuses the global
+        # generator: a later test would see another test's setting.
+        from tensorflow.python.framework import config
+
+        if config.is_op_determinism_enabled():
+            config.disable_op_determinism()
