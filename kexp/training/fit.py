@@ -42,8 +42,9 @@ def fit(cfg: Config, run: Run, model: Any, splits: Any, job: Job) -> None:
             run.update(status="failed", ended=now(), reason=f"non-finite data: {bad}")
             raise TrainingError(f"training failed: non-finite data: {bad}\nrun: {run.path}")
         _fit(cfg, run, model, job)
-    finally:  # completed, failed or interrupted: whatever epochs exist
-        draw_run_curves_at_end(run.path)
+    finally:  # failed or interrupted: whatever epochs exist (a completed run drew its own)
+        if run.record().status != "completed":
+            draw_run_curves_at_end(run.path)
 
 
 def _fit(cfg: Config, run: Run, model: Any, job: Job) -> None:
@@ -123,6 +124,7 @@ def _end_only(model: Any, job: Job) -> None:
 
 
 def _finish(run: Run, model: Any, job: Job, history: Any, seconds: float) -> None:
+    from kexp.curves import draw_run_curves_at_end
     from kexp.training.callbacks import save_model
 
     save_model(model, run.file("model.keras"))
@@ -131,6 +133,9 @@ def _finish(run: Run, model: Any, job: Job, history: Any, seconds: float) -> Non
     if job.test_ds is not None:
         metrics["test"] = _evaluate_test(model, job)
     run.write_json("metrics.json", metrics)
+    # Before `completed`: a run marked completed is never resumed, so a kill while drawing
+    # must find it still running (resume then cleans the half-written image up).
+    draw_run_curves_at_end(run.path)
     run.update(status="completed", ended=now(), duration_seconds=round(seconds, 3),
                final_metrics=metrics, epochs_completed=job.start + ran)
     if job.dist is not None and job.dist.preemption_dir is not None:
