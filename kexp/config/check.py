@@ -9,7 +9,7 @@ from kexp.config.errors import closest, describe_value
 from kexp.config.load import format_path, parse_path
 from kexp.config.logged import logged_names
 from kexp.config.rules import rule_problems
-from kexp.config.schema import DATA_OPTIONS, Component, Config, ModelSpec
+from kexp.config.schema import DATA_OPTIONS, Component, Config, ModelSpec, Node
 from kexp.errors import Problem
 from kexp.models.base import BaseError, describe_base
 from kexp.models.graph import plan_graph
@@ -297,6 +297,9 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
         problems.append(Problem("model.layers", "a sequential model needs at least one layer, "
                                 "e.g. [{type: Dense, units: 1}]"))
     for node in spec.layers or []:
+        if node.call is not None:
+            problems += _check_call_node(node, spec.kind)
+            continue
         problems += check_component(node, (LAYERS, MODELS))
         if spec.kind == "sequential" and node.inputs is not None:
             problems.append(Problem(f"{node.path}.inputs",
@@ -306,6 +309,24 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
         if spec.class_ is not None and MODELS.get(spec.class_) is None:
             problems.append(unknown(spec.class_, (MODELS,), "model.class"))
     return problems
+
+
+def _check_call_node(node: Node, kind: str) -> list[Problem]:
+    """A shared-layer node (``call: encoder``) has a ``name`` and ``inputs`` of its own and
+    nothing else: the layer, its arguments and its weights are those of the node it calls."""
+    if kind != "functional":
+        return [Problem(f"{node.path}.call", "`call:` calls a layer of a functional graph "
+                        "again on other inputs: use `type: functional` (with named `inputs:`)")]
+    if node.type is not None:
+        return [Problem(f"{node.path}.type", f"a node either builds a layer (`type: "
+                        f"{node.type}`) or calls an earlier one again (`call: {node.call}`), "
+                        "not both")]
+    given = [k for k in node.args if k != "name"]
+    given += ["adapt"] if node.adapt else []  # `adapt: false` is in a resolved config.yaml
+    return [Problem(f"{node.path}.{key}", f"a `call:` node takes only `name` and `inputs`: "
+                    f"{key!r} belongs to the layer it calls, where {node.call!r} is defined "
+                    "with `type:` (the calls share that layer, its arguments and its weights)")
+            for key in given]
 
 
 def _check_graph(spec: ModelSpec) -> list[Problem]:

@@ -4,7 +4,7 @@ It is generated from the pydantic schema, then told three things pydantic cannot
 - a component is a bare name or a ``{type: ...}`` mapping (``optimizer: rmsprop``);
 - a file may say ``extends:``, and then any key may come from the base, so nothing is
   required; a file without ``extends`` must be complete (``model:``, each component's
-  ``type``);
+  ``type``; a layer node's ``type`` or ``call``);
 - which names a component field takes: the built-in and Keras names of its kind, offered as
   ``examples`` (names stay open strings: plugins add more).
 No TensorFlow is imported.
@@ -29,6 +29,8 @@ def config_json_schema() -> dict[str, Any]:
     strict = Config.model_json_schema(by_alias=True, mode="validation")
     _any_of_everywhere(strict)
     defs = strict.pop("$defs")
+    if "Node" in defs:  # a layer node builds a layer (`type:`) or calls one again (`call:`)
+        defs["Node"]["anyOf"] = [{"required": ["type"]}, {"required": ["call"]}]
     for name in _COMPONENT_DEFS:
         if name in defs:
             defs[name] = {"anyOf": [{"type": "string"}, defs[name]]}

@@ -67,18 +67,7 @@ class Component(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_name(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"type": value}
-        if isinstance(value, dict) and "type" not in value:
-            raise ValueError(
-                "a component needs a `type:` naming what to build, e.g. {type: Dense, units: 64}"
-            )
-        if not isinstance(value, dict):
-            raise ValueError(
-                "expected a name (e.g. rmsprop) or a mapping with `type:` "
-                "(e.g. {type: RMSprop, learning_rate: 1e-3})"
-            )
-        return value
+        return _component_value(value)
 
     @property
     def args(self) -> dict[str, Any]:
@@ -108,16 +97,55 @@ class Component(BaseModel):
         return self._sources.where(path) or self._where
 
 
+def _component_value(value: Any) -> Any:
+    """A component as a mapping: a bare name is ``{type: name}``; anything else is refused."""
+    if isinstance(value, str):
+        return {"type": value}
+    if isinstance(value, dict) and "type" not in value:
+        raise ValueError(
+            "a component needs a `type:` naming what to build, e.g. {type: Dense, units: 64}"
+        )
+    if not isinstance(value, dict):
+        raise ValueError(
+            "expected a name (e.g. rmsprop) or a mapping with `type:` "
+            "(e.g. {type: RMSprop, learning_rate: 1e-3})"
+        )
+    return value
+
+
 class Node(Component):
     """A layer in a sequential or functional model.
 
     ``inputs`` names the node(s) this layer is called on (functional only; default: the
     previous layer). ``adapt: true`` adapts a preprocessing layer (``Normalization``) on the
     training features before training.
+
+    ``call: encoder`` instead of ``type:`` calls the layer of an earlier node again, on this
+    node's ``inputs`` (functional only): the Functional API's shared layers, one set of
+    weights. Such a node builds no layer, so it takes no ``type`` and no layer arguments; its
+    ``name`` names the graph node (its output), for ``inputs:`` and ``outputs:``.
+
+    Example:
+        ```yaml
+        - {name: encoder, type: Dense, units: 8, inputs: left}
+        - {call: encoder, inputs: right, name: right_vec}   # the same Dense, on `right`
+        ```
     """
 
+    type: str | None = None  # None only in a `call:` node
+    call: str | None = None
     inputs: str | list[str] | None = None
     adapt: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "call" in value:
+            return value  # a shared-layer node; kexp.config.check reports `type` beside it
+        if isinstance(value, dict) and value.get("type") is None:
+            raise ValueError("a layer needs a `type:` naming what to build, e.g. {type: Dense, "
+                             "units: 64}, or `call:` naming an earlier layer to call again")
+        return _component_value(value)
 
 
 class InputSpec(Section):

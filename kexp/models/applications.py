@@ -107,7 +107,8 @@ def model_layer_names(spec: ModelSpec) -> set[str]:
     have others: a registered class, a ``base:`` model)."""
     if spec.kind == "class" or spec.base is not None:
         return set()
-    return {str(n.args["name"]) for n in spec.layers or [] if n.args.get("name")}
+    return {str(n.args["name"]) for n in spec.layers or []
+            if n.args.get("name") and n.call is None}  # a `call:` node builds no layer
 
 
 def _check_weights(weights: Any, path: str) -> list[Problem]:

@@ -89,6 +89,7 @@ def _sequential(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
 
 def _functional(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
     tensors: dict[str, Any] = {}
+    layers: dict[str, Any] = {}  # node key (or base layer name) -> its layer, for `call:`
     base_args: tuple = ((), (), ())
     inputs: dict[str, Any] = {}
     if spec.base is not None:
@@ -97,6 +98,7 @@ def _functional(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
         if spec.trainable is False:
             base.trainable = False
         tensors.update({layer.name: layer.output for layer in base.layers})
+        layers.update({layer.name: layer for layer in base.layers})
         inputs = {t.name: t for t in base.inputs} if not spec.inputs else {}
         if len(base.inputs) != len(info.inputs):
             inputs = dict(zip(info.inputs, base.inputs, strict=False))
@@ -111,15 +113,22 @@ def _functional(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
     for graph_node in plan.order:
         node = graph_node.node
         args = [tensors[ref] for ref in graph_node.inputs]
-        layer = _build_layer(node, args[0].shape[1:] if len(args) == 1 else None)
-        tensors[graph_node.key] = _call(layer, node.path, node.where,
-                                        args[0] if len(args) == 1 else args)
+        arg = args[0] if len(args) == 1 else args
+        if graph_node.calls is not None:  # a shared layer, called again
+            layer = layers[graph_node.calls]
+            tensors[graph_node.key] = _call_again(layer, graph_node, arg)
+        else:
+            layer = _build_layer(node, args[0].shape[1:] if len(args) == 1 else None)
+            tensors[graph_node.key] = _call(layer, node.path, node.where, arg)
+        layers[graph_node.key] = layer
         if node.adapt:
             adapt.append(Adaptation(layer, args[0] if len(args) == 1 else None))
     model_inputs = list(inputs.values()) if len(inputs) > 1 else next(iter(inputs.values()))
     if len(inputs) > 1:
         model_inputs = inputs  # dict inputs: data keyed by input name feeds them
-    outputs = [tensors[key] for key in plan.outputs]
+    called = {n.key for n in plan.order if n.calls is not None and not n.key.startswith("#")}
+    outputs = [keras.layers.Identity(name=key)(tensors[key]) if key in called else tensors[key]
+               for key in plan.outputs]  # Keras names an output after its layer
     model_outputs = outputs if len(outputs) > 1 else outputs[0]
     name = {"name": spec.name} if spec.name else {}
     if spec.class_ is not None:
@@ -129,6 +138,20 @@ def _functional(spec: ModelSpec, keras: Any) -> tuple[Any, list[Adaptation]]:
                      outputs=model_outputs, **name), adapt
     return _call(keras.Model, "model", spec.where, inputs=model_inputs, outputs=model_outputs,
                  **name), adapt
+
+
+def _call_again(layer: Any, graph_node: Any, arg: Any) -> Any:
+    """Call a shared layer on a ``call:`` node's inputs; a refusal (inputs of another shape
+    than the first call's) names the layer, the node that defines it and the inputs."""
+    node = graph_node.node
+    try:
+        return layer(arg)
+    except (TypeError, ValueError) as exc:
+        on = ", ".join(repr(ref) for ref in graph_node.inputs)
+        raise ConfigError(Problem(
+            node.path, f"`call: {graph_node.calls}` calls layer {layer.name!r} again on {on}, "
+            f"which it cannot take: {error_line(exc)} (a shared layer takes inputs shaped like "
+            "those of its first call)", node.where)) from None
 
 
 def _build_layer(node: Any, input_shape: Any) -> Any:

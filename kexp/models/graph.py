@@ -1,8 +1,9 @@
 """The functional model's node graph, checked without TensorFlow.
 
 Each layer of a ``functional`` model names the node(s) it is called on in ``inputs:``
-(default: the previous layer). This module resolves those references, rejects unknown or
-duplicate names and cycles, and returns the layers in an order they can be called in.
+(default: the previous layer); a ``call:`` node calls another node's layer again (a shared
+layer). This module resolves those references, rejects unknown or duplicate names and cycles,
+and returns the layers in an order they can be called in.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ __all__ = ["GraphNode", "Plan", "plan_graph"]
 @dataclass(frozen=True)
 class GraphNode:
     """A layer of the graph: its key (its ``name``, or ``#i`` when unnamed), its position in
-    ``layers:`` and the keys of the nodes it is called on."""
+    ``layers:``, the keys of the nodes it is called on and, for a ``call:`` node, the key of
+    the node (or the name of the ``base:`` layer) whose layer it calls again."""
 
     key: str
     index: int
     inputs: tuple[str, ...]
     node: Node
+    calls: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,12 @@ def plan_graph(spec: ModelSpec, base_layers: tuple[str, ...] = (),
                                     f"the name {key!r} is used twice; node names must be unique"))
     known |= set(keys)
     nodes = [GraphNode(keys[i], i, tuple(_references(node, i, keys, input_names, base_outputs)),
-                       node) for i, node in enumerate(layers)]
+                       node, node.call) for i, node in enumerate(layers)]
     problems += [p for n in nodes for p in _reference_problems(n, known, input_names)]
+    layer_keys = tuple(k for k in keys if not k.startswith("#")) + tuple(
+        b for b in base_layers if b not in base_inputs)
+    problems += [p for n in nodes
+                 for p in _call_problems(n, layer_keys, (*input_names, *base_inputs))]
     outputs = spec.outputs if spec.outputs is not None else (keys[-1:] or list(base_outputs))
     outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
     problems += _output_problems(outputs, known)
@@ -72,10 +79,63 @@ def plan_graph(spec: ModelSpec, base_layers: tuple[str, ...] = (),
         return None, problems
     order, cycle = _topological(nodes)
     if cycle:
+        what = "`inputs:` and `call:`" if any(n.calls for n in cycle) else "`inputs:`"
         return None, [Problem(f"model.layers[{cycle[0].index}].inputs",
-                              "the layers' `inputs:` form a cycle: "
+                              f"the layers' {what} form a cycle: "
                               + " -> ".join(n.key for n in cycle))]
+    shapes = {i.name: tuple(i.shape) for i in spec.inputs or ()}
+    by_key = {n.key: n for n in nodes}
+    problems = [p for n in order for p in _shape_problems(n, by_key, shapes)]
+    if problems:
+        return None, problems
     return Plan(tuple(order), tuple(input_names), outputs), []
+
+
+# Layers whose weights are sized by the last axis of their input (channels last, Keras's
+# default): a shared one takes only inputs of the first call's rank and last axis.
+_SIZED_BY_LAST_AXIS = frozenset({"Dense", "Conv1D", "Conv2D", "Conv3D", "LSTM", "GRU",
+                                 "SimpleRNN"})
+
+
+def _shape_problems(node: GraphNode, by_key: dict[str, GraphNode],
+                    shapes: dict[str, tuple]) -> list[Problem]:
+    """A ``call:`` on a model input that cannot fit the layer, where that shows without
+    TensorFlow: the layer (one of ``_SIZED_BY_LAST_AXIS``) was first called on a model input
+    of another rank or last axis. Other mismatches show when the model is built."""
+    first = node
+    while first.calls is not None and first.calls in by_key:  # a call of a call: its layer
+        first = by_key[first.calls]
+    if (first is node or first.node.type not in _SIZED_BY_LAST_AXIS
+            or "data_format" in first.node.args or len(node.inputs) != 1
+            or len(first.inputs) != 1):
+        return []
+    new, old = shapes.get(node.inputs[0]), shapes.get(first.inputs[0])
+    if not new or not old or (len(new) == len(old) and (
+            new[-1] == old[-1] or None in (new[-1], old[-1]))):
+        return []
+    return [Problem(f"model.layers[{node.index}].inputs",
+                    f"{node.inputs[0]!r} has shape {list(new)}, but the {first.node.type} "
+                    f"layer {first.key!r} that `call: {node.calls}` calls again was built for "
+                    f"{first.inputs[0]!r}, of shape {list(old)}: a shared layer takes inputs "
+                    "shaped like those of its first call")]
+
+
+def _call_problems(node: GraphNode, layers: tuple[str, ...],
+                   inputs: tuple[str, ...]) -> list[Problem]:
+    """A ``call:`` that names no layer: an unknown name, a model input, the node itself."""
+    if node.calls is None or (node.calls in layers and node.calls != node.key):
+        return []
+    at = f"model.layers[{node.index}].call"
+    if node.calls == node.key:
+        return [Problem(at, f"the node {node.key!r} calls itself: `call:` names another "
+                            "layer node, whose layer this node calls again")]
+    if node.calls in inputs:
+        return [Problem(at, f"{node.calls!r} is a model input, not a layer: `call:` names a "
+                            "layer node (one with `type:`) to call again on this node's "
+                            "`inputs:`")]
+    names = ", ".join(sorted(layers)) or "none"
+    return [Problem(at, f"{node.calls!r} is not a layer of this model (layers: {names})",
+                    suggestion=_close(node.calls, set(layers)))]
 
 
 def _reference_problems(node: GraphNode, known: set[str],
@@ -123,7 +183,8 @@ def _topological(nodes: list[GraphNode]) -> tuple[list[GraphNode], list[GraphNod
     def visit(node: GraphNode) -> list[GraphNode]:
         state[node.key] = 1
         stack.append(node)
-        for ref in node.inputs:
+        for ref in (*node.inputs, *([node.calls] if node.calls else [])):  # a called layer
+            # is built (by its own node) before it is called again
             child = by_key.get(ref)
             if child is None or state.get(ref) == 2:
                 continue
