@@ -62,11 +62,21 @@ model:
 """
 
 
-def readme_siamese() -> str:
-    """The README's shared-layers example (its `model:` block)."""
+def readme_example(marker: str) -> str:
+    """The README's shared-layers example that contains ``marker`` (its `model:` block)."""
     text = (REPO / "README.md").read_text()
-    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "call: encoder" in b]
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if marker in b]
     return block
+
+
+def readme_siamese() -> str:
+    """Two Dense layers, each called again on the other input."""
+    return readme_example("{call: hidden,")
+
+
+def readme_block() -> str:
+    """A `type: sequential` block called again as a whole."""
+    return readme_example("{call: tower,")
 
 
 def unshared(model_yaml: str) -> str:
@@ -119,7 +129,6 @@ def check_predictions_share_the_encoder(run: Path, cwd: Path) -> None:
 
 def test_the_readme_siamese_trains_with_fit_and_reloads(tmp_path):
     config = project(tmp_path, readme_siamese())
-    assert run_kexp("validate", config, cwd=tmp_path).returncode == 0
     result = run_kexp("train", config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run = tmp_path / run_dir_of(result)
@@ -138,14 +147,33 @@ def test_the_readme_siamese_trains_with_fit_and_reloads(tmp_path):
     check_predictions_share_the_encoder(run, tmp_path)
 
 
-def test_a_shared_sub_model_trains_with_the_custom_loop_and_reloads(tmp_path):
-    config = project(tmp_path, TOWER_MODEL)
+def test_a_shared_sequential_block_trains_with_the_custom_loop_and_reloads(tmp_path):
+    config = project(tmp_path, readme_block())
     result = run_kexp("train", config, "--set", "train.loop=custom", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run = tmp_path / run_dir_of(result)
     assert read_run_json(run)["status"] == "completed"
     assert len(read_history(run)) == 2
+    with zipfile.ZipFile(run / "model.keras") as archive:
+        saved = json.loads(archive.read("config.json"))
+    [tower] = [layer for layer in saved["config"]["layers"] if layer["name"] == "tower"]
+    assert tower["class_name"] == "Sequential" and len(tower["inbound_nodes"]) == 2
     check_predictions_share_the_encoder(run, tmp_path)
+
+
+def test_a_shared_plugin_sub_model_saves_and_reloads_in_safe_mode(tmp_path):
+    import keras
+
+    (tmp_path / "towers.py").write_text(TOWER_PLUGIN)
+    model = _built(tmp_path, TOWER_MODEL, "towers.yaml")
+    assert len(model.trainable_weights) == 6  # the tower's 2 Dense layers once, and the head
+    model.save(tmp_path / "towers.keras")
+    again = keras.saving.load_model(tmp_path / "towers.keras", safe_mode=True)
+    equal_and_different_pairs(tmp_path / "probe.npz")
+    probe_pairs = dict(np.load(tmp_path / "probe.npz"))
+    predictions = again.predict(probe_pairs, verbose=0)
+    np.testing.assert_allclose(predictions, model.predict(probe_pairs, verbose=0), atol=1e-6)
+    assert np.ptp(predictions[:8]) < 1e-6 and np.ptp(predictions[8:]) > 1e-5
 
 
 def _built(tmp_path: Path, model_yaml: str, name: str):
@@ -237,6 +265,25 @@ def test_call_is_for_functional_models(kexp, tmp_path):
     result = kexp("validate", config)
     assert result.exit_code == 2
     assert "model.layers[1].call" in result.stderr and "type: functional" in result.stderr
+
+
+def test_validate_checks_a_sequential_block_and_its_layers(kexp, tmp_path):
+    model_yaml = (readme_block()
+                  .replace("{type: Dense, units: 8}", "{type: Dense, unitz: 8, inputs: left}")
+                  .replace("{type: Dense, units: 16, activation: relu}",
+                           "{type: Dense, units: 16, activaton: relu}")
+                  .replace("      inputs: left\n", "      inputs: left\n      input_shap: [16]\n")
+                  .replace("{name: out, type: Dense,", "{name: out, type: Dense, layers: [],"))
+    config = project(tmp_path, model_yaml)
+    result = kexp("validate", config)
+    assert result.exit_code == 2
+    problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert [re.search(r"yaml:\d+:\d+: (\S+):", p).group(1) for p in problems] == [
+        "model.layers[0].input_shap", "model.layers[0].layers[0].activaton",
+        "model.layers[0].layers[1].inputs", "model.layers[3].layers"]
+    assert "did you mean 'activation'" in problems[1]
+    assert "a sequential block's layers are called in order" in problems[2]
+    assert "goes with `type: sequential`, not `type: Dense`" in problems[3]
 
 
 def test_the_real_command_names_the_unknown_layer_without_tensorflow(tmp_path):

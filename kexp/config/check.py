@@ -300,7 +300,7 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
         if node.call is not None:
             problems += _check_call_node(node, spec.kind)
             continue
-        problems += check_component(node, (LAYERS, MODELS))
+        problems += _check_layer_node(node)
         if spec.kind == "sequential" and node.inputs is not None:
             problems.append(Problem(f"{node.path}.inputs",
                                     "`inputs:` names graph nodes: use `type: functional`"))
@@ -308,6 +308,36 @@ def _check_model(spec: ModelSpec) -> list[Problem]:
         problems += _check_graph(spec)
         if spec.class_ is not None and MODELS.get(spec.class_) is None:
             problems.append(unknown(spec.class_, (MODELS,), "model.class"))
+    return problems
+
+
+# What a ``type: sequential`` block takes besides ``layers:`` (``keras.Sequential``'s own).
+_BLOCK_ARGS = ("name", "trainable")
+
+
+def _check_layer_node(node: Node) -> list[Problem]:
+    """A layer node: a component Keras or a plugin knows, or a ``type: sequential`` block of
+    such layers (``layers:``, checked the same way; no graph inside it)."""
+    if node.type != "sequential":
+        if node.layers is not None:
+            return [Problem(f"{node.path}.layers", "`layers:` makes a block of layers: it "
+                            f"goes with `type: sequential`, not `type: {node.type}`")]
+        return check_component(node, (LAYERS, MODELS))
+    if not node.layers:
+        return [Problem(f"{node.path}.layers", "a `type: sequential` block needs `layers:`, "
+                        "e.g. [{type: Dense, units: 16}, {type: Dense, units: 8}]")]
+    problems = [Problem(f"{node.path}.{key}", f"unknown key {key!r} for a sequential block "
+                        f"(it takes layers, {', '.join(_BLOCK_ARGS)}, inputs)",
+                        suggestion=closest(key, ("layers", *_BLOCK_ARGS, "inputs")))
+                for key in node.args if key not in _BLOCK_ARGS]
+    for sub in node.layers:
+        wrong = [k for k in ("call", "inputs") if getattr(sub, k) is not None]
+        wrong += ["adapt"] if sub.adapt else []
+        problems += [Problem(f"{sub.path}.{key}", f"`{key}:` is for the nodes of a functional "
+                             "graph; a sequential block's layers are called in order")
+                     for key in wrong]
+        if not wrong:
+            problems += _check_layer_node(sub)
     return problems
 
 
@@ -323,6 +353,7 @@ def _check_call_node(node: Node, kind: str) -> list[Problem]:
                         "not both")]
     given = [k for k in node.args if k != "name"]
     given += ["adapt"] if node.adapt else []  # `adapt: false` is in a resolved config.yaml
+    given += ["layers"] if node.layers is not None else []
     return [Problem(f"{node.path}.{key}", f"a `call:` node takes only `name` and `inputs`: "
                     f"{key!r} belongs to the layer it calls, where {node.call!r} is defined "
                     "with `type:` (the calls share that layer, its arguments and its weights)")

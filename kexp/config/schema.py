@@ -125,6 +125,9 @@ class Node(Component):
     weights. Such a node builds no layer, so it takes no ``type`` and no layer arguments; its
     ``name`` names the graph node (its output), for ``inputs:`` and ``outputs:``.
 
+    ``type: sequential`` with ``layers:`` is a block: a ``keras.Sequential`` of those layers, one
+    node of the graph (to call again as a whole, e.g. a Siamese encoder).
+
     Example:
         ```yaml
         - {name: encoder, type: Dense, units: 8, inputs: left}
@@ -136,6 +139,7 @@ class Node(Component):
     call: str | None = None
     inputs: str | list[str] | None = None
     adapt: bool = False
+    layers: list[Node] | None = None  # a `type: sequential` block's layers
 
     @model_validator(mode="before")
     @classmethod

@@ -156,7 +156,16 @@ def _call_again(layer: Any, graph_node: Any, arg: Any) -> Any:
 
 def _build_layer(node: Any, input_shape: Any) -> Any:
     """A node's layer; a Keras application gets the incoming shape as its ``input_shape``
-    when it names none."""
+    when it names none. A ``type: sequential`` node is a ``keras.Sequential`` block of its
+    ``layers:``."""
+    if node.type == "sequential" and node.layers is not None:
+        import keras
+
+        block = keras.Sequential(**{k: node.args[k] for k in ("name", "trainable")
+                                    if k in node.args})
+        for sub in node.layers:
+            _call(block.add, sub.path, sub.where, _build_layer(sub, _output_shape(block)))
+        return block
     if application_info(node.type) is not None:
         return build_application(node, input_shape)
     return build(node, LAYERS, MODELS)
