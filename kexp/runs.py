@@ -43,11 +43,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 __all__ = [
     "Run",
@@ -163,6 +160,8 @@ def read_record(path: Path) -> RunRecord | None:
 def config_hash(resolved: dict[str, Any]) -> str:
     """A hash of a resolved config (``Config.to_yaml_dict()``), recorded in run.json as
     ``config_hash``; ``--resume`` compares it with the run's config.yaml."""
+    import yaml  # here, not at the top: `kexp --help` imports this module
+
     text = yaml.safe_dump(resolved, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -231,6 +230,8 @@ def clean_temporaries(run_dir: Path) -> list[Path]:
 
 def versions() -> dict[str, str]:
     """Versions of Python, TensorFlow, Keras and kexp (without importing TensorFlow)."""
+    from importlib import metadata
+
     out = {"python": platform.python_version()}
     for package in ("tensorflow", "keras", "kexp"):
         try:
@@ -336,6 +337,8 @@ class Run:
         atomic_write(self.path / name, json.dumps(data, indent=2, default=_jsonable) + "\n")
 
     def write_yaml(self, name: str, data: Any) -> None:
+        import yaml
+
         atomic_write(self.path / name, yaml.safe_dump(data, sort_keys=False))
 
     def record(self) -> RunRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -42,6 +43,35 @@ def run_probe(*args):
 def test_inspection_commands_never_import_tensorflow(args):
     out = run_probe(*args)
     assert "HEAVY: [] CODE: 0" in out, out
+
+
+MODULES_PROBE = """
+import sys
+from kexp.cli.app import app
+try:
+    app(sys.argv[1:], prog_name="kexp")
+except SystemExit as exit:
+    code = exit.code
+print("LOADED:", sorted({m.split(".")[0] for m in sys.modules}), "CODE:", code)
+"""
+# What start-up must not pay for (issue 15: `kexp --help` and `kexp validate` within 0.3 s):
+# TensorFlow and the numeric stack, and Rich's help rendering (Markdown, markdown-it, Pygments).
+HEAVY = {"tensorflow", "keras", "numpy", "scipy", "sklearn", "pandas", "optuna", "matplotlib",
+         "markdown_it", "pygments"}
+
+
+@pytest.mark.parametrize(("args", "also_not"), [
+    (("--help",), {"rich", "yaml", "pydantic"}),
+    (("validate", CONFIGS / "digits_mlp.yaml"), {"rich"}),
+])
+def test_start_up_imports_only_what_the_command_needs(args, also_not):
+    out = subprocess.run([sys.executable, "-c", MODULES_PROBE, *map(str, args)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60).stdout
+    line = next(x for x in out.splitlines() if x.startswith("LOADED:"))
+    loaded = set(ast.literal_eval(line.removeprefix("LOADED:").rpartition(" CODE:")[0]))
+    assert line.endswith("CODE: 0"), out
+    assert "typer" in loaded and "kexp" in loaded  # the probe did run the app
+    assert not loaded & (HEAVY | also_not), sorted(loaded & (HEAVY | also_not))
 
 
 def test_validate_is_fast():

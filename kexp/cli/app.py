@@ -62,6 +62,9 @@ app = typer.Typer(
     help="Keras experiments from YAML configs: train, evaluate, predict, inspect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help and usage errors (Click's format): Typer's Rich panels cost about 0.1 s of
+    # every `kexp --help` (rich's Markdown, markdown-it, Pygments), a third of its start-up.
+    rich_markup_mode=None,
     add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
