@@ -24,9 +24,12 @@ TARGETS = {
     "custom_epoch_ratio": 1.2,
     "convnet_ratio": 1.0,
     "cli_seconds": 0.3,
+    "roofline_fraction": 0.3,
     "smoke_ratio": 1.3,
     "memory_ratio": 1.2,
 }
+# The whole-process timing start-up is compared with (bench/run.py runs it).
+BARE_IMPORT = "python -c 'import typer, yaml, pydantic'"
 # The baselines every row is compared with: row key prefix -> variant impl.
 BASELINES = {"ratio": "plain", "tuned_ratio": "tuned"}
 
@@ -45,8 +48,11 @@ def _median(values: list[float]) -> float | None:
 
 
 def summarize(info: dict[str, Any], groups: list[Any], runs: list[dict[str, Any]],
-              processes: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Medians per variant, paired ratios to each group's baseline, and the targets."""
+              processes: dict[str, Any], seconds: float,
+              roofline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Medians per variant, paired ratios to each group's baseline, and the targets.
+    ``roofline``: ``bench/roofline.py``'s figures by thread setting (``default``,
+    ``one_thread``)."""
     by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         if "error" not in run:
@@ -64,8 +70,9 @@ def summarize(info: dict[str, Any], groups: list[Any], runs: list[dict[str, Any]
               for r in runs if "error" in r]
     results = {"info": info, "seconds": seconds, "loss_tolerance": LOSS_TOLERANCE,
                "loss_tolerance_abs": LOSS_TOLERANCE_ABS,
-               "rows": rows, "processes": processes, "errors": errors}
-    results["targets"] = _targets(rows, processes)
+               "rows": rows, "processes": processes, "roofline": roofline or {},
+               "errors": errors}
+    results["targets"] = _targets(rows, processes, roofline or {})
     results["runs"] = runs
     return results
 
@@ -143,7 +150,8 @@ def _target(name: str, measured: float | None, limit: float, higher_is_better: b
             "higher_is_better": higher_is_better, "passed": passed, "detail": detail}
 
 
-def _targets(rows: list[dict[str, Any]], processes: dict[str, Any]) -> list[dict[str, Any]]:
+def _targets(rows: list[dict[str, Any]], processes: dict[str, Any],
+             roofline: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     fit = _find(rows, "mnist", 32, "kexp fit")
     if fit:
@@ -159,6 +167,18 @@ def _targets(rows: list[dict[str, Any]], processes: dict[str, Any]) -> list[dict
                            f"{_spread(custom, 'ratio')}; loss "
                            f"{_pct(custom.get('delta_loss_rel'))} vs plain",
                            extra_ok=bool(custom.get("loss_ok"))))
+    peak = roofline.get("default", {})
+    if custom.get("samples_per_s") and peak.get("roofline_samples_per_s"):
+        one = roofline.get("one_thread", {})
+        alone = (f"; the MLP's batch-32 matmuls alone: "
+                 f"{peak['mlp_matmuls_samples_per_s']:,.0f}/s (default threads), "
+                 f"{one.get('mlp_matmuls_samples_per_s', 0):,.0f}/s (one thread)" if one else "")
+        out.append(_target("kexp custom/epoch, fraction of the matmul roofline, MLP batch 32",
+                           custom["samples_per_s"] / peak["roofline_samples_per_s"],
+                           TARGETS["roofline_fraction"], True, "",
+                           f"{custom['samples_per_s']:,.0f} of "
+                           f"{peak['roofline_samples_per_s']:,.0f} samples/s "
+                           f"({peak['peak_gflops']:.0f} GFLOP/s peak, every core){alone}"))
     for batch in (32, 128):
         loops = [r for r in (_find(rows, "convnet", batch, name)
                              for name in ("kexp fit", "kexp custom/epoch"))
@@ -168,11 +188,16 @@ def _targets(rows: list[dict[str, Any]], processes: dict[str, Any]) -> list[dict
             out.append(_target(f"kexp (best loop) vs tuned plain fit, convnet batch {batch}",
                                best["tuned_ratio"], TARGETS["convnet_ratio"], True, "x",
                                f"{best['variant']} {_spread(best, 'tuned_ratio')}"))
+    bare = processes.get(BARE_IMPORT, {}).get("median_seconds")
     for name in ("kexp --help", "kexp validate"):
         if name in processes:
-            out.append(_target(f"{name} wall time", processes[name]["seconds"],
+            figures = processes[name]
+            median = figures.get("median_seconds", figures["seconds"])
+            versus = f"; {median / bare:.2f}x `{BARE_IMPORT}` ({bare:.2f} s)" if bare else ""
+            out.append(_target(f"{name} wall time, median", median,
                                TARGETS["cli_seconds"], False, "s",
-                               f"best of {processes[name]['reps']}"))
+                               f"median of {figures['reps']}, best {figures['seconds']:.2f} s"
+                               f"{versus}"))
     smoke, plain = processes.get("kexp train --smoke"), processes.get("plain Keras script")
     fast = processes.get("plain Keras script, same shortcuts")
     if smoke and fast:

@@ -20,6 +20,9 @@ What is measured:
 - Whole processes: ``kexp --help``, ``kexp validate``, and ``kexp train --smoke`` against a
   plain Keras script doing the same two batches (``bench/plain_smoke.py``), and the same
   script with kexp's two process shortcuts (``--shortcuts``), best of N, with peak memory.
+- This CPU's matmul roofline (``bench/roofline.py``, in its own processes): the peak GFLOP/s
+  of a large matmul, as samples/s of the MNIST network; ``kexp custom/epoch`` at batch 32 is
+  reported as a fraction of it.
 
 The table goes to the terminal; the figures to ``bench/results/latest.json``.
 """
@@ -53,6 +56,8 @@ DIGITS_CONFIG = REPO / "configs" / "digits_mlp.yaml"
 # The plain smoke script with kexp's two process shortcuts (see bench/plain_smoke.py).
 PLAIN_SHORTCUTS = "plain Keras script, same shortcuts"
 CHILD_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+# What `kexp --help` and `kexp validate` cannot avoid: Python and the libraries they need.
+BARE_IMPORT = report.BARE_IMPORT
 
 
 @dataclass
@@ -73,8 +78,9 @@ class Plan:
     ticket_samples: int
     groups: list[Group]
     convnet_samples: int = 0
-    help_reps: int = 5
+    help_reps: int = 7
     smoke_reps: int = 3
+    roofline: bool = True
     budget_seconds: float = 540.0
     processes: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -113,19 +119,24 @@ def _fit_and_epoch_group(workload: str, title: str, batch: int, epochs: int,
 
 
 def full_plan() -> Plan:
-    """The default ``make bench``: every group 5 times (ratios as median and min-max)."""
+    """The default ``make bench``: every group 5 times (ratios as median and min-max).
+
+    Sized to finish within 30 minutes on an idle 2-core machine: about 8 s of every run is
+    fixed (TensorFlow's import, building, tracing, the warm-up epoch), so each run times one
+    epoch after the warm-up one, on 30,000 MNIST-shaped samples; the eager mode (0.07x tuned
+    fit at batch 32 in the last run with it) is left out.
+    """
     return Plan(
-        mnist_samples=50_000,
+        mnist_samples=30_000,
         ticket_samples=4_096,
         convnet_samples=6_000,
         groups=[
-            _mnist_group(32, epochs=3, reps=5, modes=("epoch", "step"), eager_steps=64,
-                         reference=True),
-            _mnist_group(128, epochs=3, reps=5, modes=("epoch",)),
-            _mnist_group(1024, epochs=3, reps=5, modes=("epoch",)),
-            _fit_and_epoch_group("ticket", "ticket model", 32, epochs=3, reps=5),
-            _fit_and_epoch_group("convnet", "small convnet 28x28x1", 32, epochs=3, reps=5),
-            _fit_and_epoch_group("convnet", "small convnet 28x28x1", 128, epochs=3, reps=5),
+            _mnist_group(32, epochs=2, reps=5, modes=("epoch", "step"), reference=True),
+            _mnist_group(128, epochs=2, reps=5, modes=("epoch",)),
+            _mnist_group(1024, epochs=2, reps=5, modes=("epoch",)),
+            _fit_and_epoch_group("ticket", "ticket model", 32, epochs=2, reps=5),
+            _fit_and_epoch_group("convnet", "small convnet 28x28x1", 32, epochs=2, reps=5),
+            _fit_and_epoch_group("convnet", "small convnet 28x28x1", 128, epochs=2, reps=5),
         ],
         smoke_reps=5,
         budget_seconds=1800.0,
@@ -150,10 +161,33 @@ def run_benchmark(plan: Plan, workdir: Path, console: Any) -> dict[str, Any]:
     info = plan_info(plan)
     data = _write_data(plan, workdir)
     processes = time_processes(plan, workdir, console) if plan.processes else {}
+    roofline = measure_roofline(console) if plan.roofline else {}
     runs = _run_groups(plan, data, workdir, console, started)
     info["load_average_at_end"] = list(os.getloadavg())
     return report.summarize(info, plan.groups, runs, processes,
-                            seconds=time.perf_counter() - started)
+                            seconds=time.perf_counter() - started, roofline=roofline)
+
+
+def measure_roofline(console: Any) -> dict[str, Any]:
+    """``bench/roofline.py`` with TensorFlow's default thread pools (every core: the
+    roofline) and with one thread per pool (what kexp picks for the MLP at batch 32)."""
+    out: dict[str, Any] = {}
+    for key, threads in (("default", 0), ("one_thread", 1)):
+        done = subprocess.run([sys.executable, str(REPO / "bench" / "roofline.py"),
+                               "--threads", str(threads)], capture_output=True, text=True,
+                              env=CHILD_ENV, cwd=REPO)
+        if done.returncode != 0:
+            console.print(f"[red]bench/roofline.py --threads {threads} failed[/]\n"
+                          f"{done.stderr[-2000:]}")
+            continue
+        out[key] = json.loads(done.stdout.strip().splitlines()[-1])
+        figures = out[key]
+        console.print(f"  matmul roofline, {key.replace('_', ' ')} threads: "
+                      f"{figures['peak_gflops']:.0f} GFLOP/s = "
+                      f"{figures['roofline_samples_per_s']:,.0f} MLP samples/s; the MLP's "
+                      f"batch-32 matmuls alone {figures['mlp_matmuls_samples_per_s']:,.0f} "
+                      "samples/s")
+    return out
 
 
 def plan_info(plan: Plan) -> dict[str, Any]:
@@ -302,15 +336,21 @@ def _kexp_command() -> list[str]:
 
 
 def time_processes(plan: Plan, workdir: Path, console: Any) -> dict[str, Any]:
-    """Whole-process timings, best of N, interleaved; with peak memory."""
+    """Whole-process timings, interleaved, with peak memory: ``kexp --help``, ``kexp
+    validate`` and a bare import of the libraries they need, in turn ``help_reps`` times
+    (median and best; the first run of a fresh clone writes kexp's byte code and counts
+    too), then the smoke runs (best of N)."""
     kexp = _kexp_command()
-    jobs = {
-        "kexp --help": (kexp + ["--help"], plan.help_reps),
-        "kexp validate": (kexp + ["validate", str(DIGITS_CONFIG)], plan.help_reps),
+    cli = {
+        "kexp --help": kexp + ["--help"],
+        "kexp validate": kexp + ["validate", str(DIGITS_CONFIG)],
+        BARE_IMPORT: [sys.executable, "-c", "import typer, yaml, pydantic"],
     }
-    out: dict[str, Any] = {}
-    for name, (cmd, reps) in jobs.items():
-        out[name] = _best_of(cmd, reps, workdir / name.replace(" ", "_"))
+    cli_runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name in cli}
+    for _ in range(plan.help_reps):
+        for name, cmd in cli.items():
+            cli_runs[name].append(time_process(cmd, workdir / name.replace(" ", "_")))
+    out: dict[str, Any] = {name: _best(runs) for name, runs in cli_runs.items()}
     smoke = {
         "kexp train --smoke": kexp + ["train", "--smoke", str(DIGITS_CONFIG), "--runs-dir",
                                       str(workdir / "smoke-runs")],
@@ -329,19 +369,21 @@ def time_processes(plan: Plan, workdir: Path, console: Any) -> dict[str, Any]:
     for name, runs in samples.items():
         out[name] = _best(runs)
     for name, figures in out.items():
-        console.print(f"  {name:<36} {figures['seconds']:.2f} s  "
-                      f"{figures['peak_rss_mb']:,.0f} MB  (best of {figures['reps']})")
+        console.print(f"  {name:<36} {figures['seconds']:.2f} s best, "
+                      f"{figures['median_seconds']:.2f} s median "
+                      f"({min(figures['all_seconds']):.2f}–{max(figures['all_seconds']):.2f})  "
+                      f"{figures['peak_rss_mb']:,.0f} MB  ({figures['reps']} runs)")
     return out
 
 
-def _best_of(cmd: list[str], reps: int, log: Path) -> dict[str, Any]:
-    return _best([time_process(cmd, log) for _ in range(reps)])
-
-
 def _best(runs: list[tuple[float, int, int]]) -> dict[str, Any]:
+    """The best run (``seconds``, its exit code and memory) and the median of all."""
+    import statistics
+
     ok = [r for r in runs if r[1] == 0]
     chosen = min(ok) if ok else runs[0]
     return {"seconds": chosen[0], "exit_code": chosen[1], "peak_rss_mb": chosen[2] / 1024,
+            "median_seconds": statistics.median(r[0] for r in runs),
             "all_seconds": [r[0] for r in runs], "reps": len(runs),
             "failed": len(runs) - len(ok)}
 
