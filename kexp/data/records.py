@@ -38,7 +38,8 @@ from kexp.errors import DataError, error_line
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["record_files", "tfrecord_stream", "csv_stream", "TFRecords", "CsvLines"]
+__all__ = ["record_files", "tfrecord_stream", "csv_stream", "TFRecords", "CsvLines",
+           "parse_examples"]
 
 _FLOATS = ("float16", "float32", "float64", "bfloat16")
 _INTS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool")
@@ -164,6 +165,36 @@ def _features(spec: Any, role: str, source: str) -> list[_Feature]:
     return out
 
 
+def parse_examples(batch: tf.Tensor, features: list[_Feature],
+                   targets: list[_Feature] | None) -> Any:
+    """A batch of serialised ``tf.train.Example``s -> ``(x, y)`` (or ``x``), parsed at once
+    with ``tf.io.parse_example``: one feature is a single tensor, several a mapping by model
+    name; ``varlen`` lists are padded with zeros to the longest in the batch."""
+    import tensorflow as tf
+
+    spec = {}
+    for f in [*features, *(targets or [])]:
+        kind = (tf.string if f.dtype == "string" else
+                tf.float32 if f.dtype in _FLOATS else tf.int64)
+        spec[f.key] = (tf.io.VarLenFeature(kind) if f.varlen
+                       else tf.io.FixedLenFeature(f.shape, kind))
+    parsed = tf.io.parse_example(batch, spec)
+
+    def value(f: _Feature) -> tf.Tensor:
+        v = parsed[f.key]
+        if f.varlen:
+            v = tf.sparse.to_dense(v)
+        return v if f.dtype == "string" else tf.cast(v, f.dtype)
+
+    def group(named: list[_Feature]) -> Any:
+        if len(named) == 1:
+            return value(named[0])
+        return {f.name: value(f) for f in named}
+
+    x = group(features)
+    return x if not targets else (x, group(targets))
+
+
 @dataclass
 class TFRecords(_Records):
     compression: str | None = None
@@ -176,35 +207,8 @@ class TFRecords(_Records):
         return tf.data.TFRecordDataset(file, compression_type=self.compression or "",
                                        buffer_size=1 << 20)
 
-    def _spec(self) -> dict[str, Any]:
-        import tensorflow as tf
-
-        spec = {}
-        for f in [*self.features, *(self.targets or [])]:
-            kind = (tf.string if f.dtype == "string" else
-                    tf.float32 if f.dtype in _FLOATS else tf.int64)
-            spec[f.key] = (tf.io.VarLenFeature(kind) if f.varlen
-                           else tf.io.FixedLenFeature(f.shape, kind))
-        return spec
-
     def parse(self, batch: tf.Tensor) -> Any:
-        import tensorflow as tf
-
-        parsed = tf.io.parse_example(batch, self._spec())
-
-        def value(f: _Feature) -> tf.Tensor:
-            v = parsed[f.key]
-            if f.varlen:
-                v = tf.sparse.to_dense(v)
-            return v if f.dtype == "string" else tf.cast(v, f.dtype)
-
-        def group(features: list[_Feature]) -> Any:
-            if len(features) == 1:
-                return value(features[0])
-            return {f.name: value(f) for f in features}
-
-        x = group(self.features)
-        return x if not self.targets else (x, group(self.targets))
+        return parse_examples(batch, self.features, self.targets)
 
     def locate_error(self) -> str | None:
         import tensorflow as tf

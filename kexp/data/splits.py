@@ -15,7 +15,7 @@ from kexp.errors import DataError
 if TYPE_CHECKING:  # NumPy is imported lazily: built-in dataset modules import this one
     import numpy as np
 
-__all__ = ["Arrays", "Split", "Splits", "assemble", "num_samples", "take"]
+__all__ = ["Arrays", "Split", "Splits", "assemble", "carve_indices", "num_samples", "take"]
 
 Arrays = Union["np.ndarray", "dict[str, np.ndarray]"]
 
@@ -109,21 +109,30 @@ def assemble(
     return result
 
 
-def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    if hasattr(split, "carve"):  # a stream (kexp.data.stream) carves its own files or records
-        return split.carve(fraction, seed)
-    n = len(split)
+def carve_indices(n: int, fraction: float, seed: int, source: str,
+                  what: str = "samples") -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` indices into ``n`` samples (files, records): a seeded random
+    ``fraction`` for validation, both in their original order.
+
+    Raises:
+        DataError: the fraction leaves one side empty.
+    """
     import numpy as np
 
     n_val = int(round(n * fraction))
     if n_val == 0 or n_val == n:
         raise DataError(
-            f"{split.source or 'the training data'}: validation_split={fraction:g} of {n} "
-            f"samples leaves {'no validation' if n_val == 0 else 'no training'} samples."
-        )
+            f"{source}: validation_split={fraction:g} of {n} {what} leaves "
+            f"{'no validation' if n_val == 0 else 'no training'} {what}.")
     order = np.random.default_rng(seed).permutation(n)
-    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    if hasattr(split, "carve"):  # a stream (kexp.data.stream) carves its own files or records
+        return split.carve(fraction, seed)
     source = split.source or "the training data"
+    train_idx, val_idx = carve_indices(len(split), fraction, seed, source)
     return (
         take(split, train_idx, f"{source} (train part)"),
         take(split, val_idx, f"{source} (validation_split {fraction:g})"),

@@ -131,8 +131,7 @@ class Stream:
 
         from kexp.data.splits import Split
 
-        order = tf.range(len(self.files), dtype=tf.int64)
-        dataset = self.read(order, True).batch(size).map(self._parse_parts).take(1)
+        dataset = self.first_batches(size).take(1)
         try:
             batch = next(iter(dataset.as_numpy_iterator()), None)
         except tf.errors.OpError as exc:
@@ -147,6 +146,13 @@ class Stream:
         if isinstance(batch, tuple):
             return Split(arrays(batch[0]), arrays(batch[1]), self.source)
         return Split(arrays(batch), None, self.source)
+
+    def first_batches(self, size: int) -> tf.data.Dataset:
+        """Batches of ``size`` in file order, uncached (the probe reads the first)."""
+        import tensorflow as tf
+
+        order = tf.range(len(self.files), dtype=tf.int64)
+        return self.read(order, True).batch(size).map(self._parse_parts)
 
     def elements(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
                  shuffle: bool | int) -> tf.data.Dataset:
@@ -196,16 +202,10 @@ class Stream:
     def carve(self, fraction: float, seed: int) -> tuple[Stream, Stream]:
         """``(train, validation)``: a seeded random ``fraction`` of the samples for
         validation (folder datasets: of the files)."""
-        import numpy as np
+        from kexp.data.splits import carve_indices
 
-        n = len(self.files)
-        n_val = int(round(n * fraction))
-        if n_val == 0 or n_val == n:
-            raise DataError(
-                f"{self.source}: validation_split={fraction:g} of {n} files leaves "
-                f"{'no validation' if n_val == 0 else 'no training'} files.")
-        order = np.random.default_rng(seed).permutation(n)
-        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        train_idx, val_idx = carve_indices(len(self.files), fraction, seed, self.source,
+                                           "files")
         return (self.subset(train_idx, f"{self.source} (train part)"),
                 self.subset(val_idx, f"{self.source} (validation_split {fraction:g})"))
 
