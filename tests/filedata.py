@@ -41,20 +41,39 @@ def image_folder(root: Path, per_class: int = 40, seed: int = 0, size: int = 32)
     return root
 
 
-def write_tfrecords(files: list[Path], x: np.ndarray, y: np.ndarray) -> None:
-    """Split ``(x, y)`` in order over ``files``: Examples with keys ``x`` (floats) and ``y``
-    (an int64)."""
+def examples(files: list[Path], x: np.ndarray, y: np.ndarray):
+    """``(file, serialised Examples)``: ``(x, y)`` split in order over ``files``, Examples with
+    keys ``x`` (floats) and ``y`` (an int64)."""
     import tensorflow as tf
 
     for file, part in zip(files, np.array_split(np.arange(len(x)), len(files)), strict=True):
         file.parent.mkdir(parents=True, exist_ok=True)
+        yield file, [tf.train.Example(features=tf.train.Features(feature={
+            "x": tf.train.Feature(float_list=tf.train.FloatList(value=x[i].ravel())),
+            "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[i])])),
+        })).SerializeToString() for i in part]
+
+
+def write_tfrecords(files: list[Path], x: np.ndarray, y: np.ndarray) -> None:
+    """``examples`` in TFRecord files."""
+    import tensorflow as tf
+
+    for file, records in examples(files, x, y):
         with tf.io.TFRecordWriter(str(file)) as writer:
-            for i in part:
-                example = tf.train.Example(features=tf.train.Features(feature={
-                    "x": tf.train.Feature(float_list=tf.train.FloatList(value=x[i].ravel())),
-                    "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[i])])),
-                }))
-                writer.write(example.SerializeToString())
+            for record in records:
+                writer.write(record)
+
+
+def write_array_records(files: list[Path], x: np.ndarray, y: np.ndarray) -> None:
+    """``examples`` in ArrayRecord files, one record per chunk (``group_size:1``, what random
+    access wants)."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    for file, records in examples(files, x, y):
+        writer = ArrayRecordWriter(str(file), "group_size:1")
+        for record in records:
+            writer.write(record)
+        writer.close()
 
 
 def classification_arrays(n: int = 256, features: int = 6, seed: int = 0):

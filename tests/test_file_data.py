@@ -269,21 +269,36 @@ def test_epoch_order_is_a_function_of_seed_and_epoch(table, tmp_path):
                                        initial_epoch=first, shuffle=64)
         return [x[:, 0].tolist() for x, _ in dataset.as_numpy_iterator()], steps
 
-    order, steps = batches(1, 0)
-    assert steps == 4 and len(order) == 12
-    assert batches(1, 0)[0] == order  # the same seed: the same batches
-    assert batches(1, 2)[0] == order[8:]  # epoch 2 alone (a resumed run) reads the same
-    assert order[:4] != order[4:8]  # epochs differ
-    assert batches(2, 0)[0] != order
+    order = assert_order_of_seed_and_epoch(batches)
     every = sorted(v for batch in order[:4] for v in batch)
     x, _ = classification_arrays(200)
     assert every == sorted(x[:, 0].tolist())  # each epoch reads every record once
     del tf
 
 
+def assert_order_of_seed_and_epoch(batches) -> list[list[float]]:
+    """``batches(seed, initial_epoch)`` -> (first features of each batch of epochs
+    ``initial_epoch`` to 2, batches per epoch) over the table's 200 records in batches of 50:
+    a function of ``(seed, epoch)``. Returns the batches of seed 1 from epoch 0."""
+    order, steps = batches(1, 0)
+    assert steps == 4 and len(order) == 12
+    assert batches(1, 0)[0] == order  # the same seed: the same batches
+    assert batches(1, 2)[0] == order[8:]  # epoch 2 alone (a resumed run) reads the same
+    assert order[:4] != order[4:8]  # epochs differ
+    assert batches(2, 0)[0] != order
+    return order
+
+
 def test_kill_9_mid_epoch_then_resume_gives_bit_identical_weights(kexp, table, tmp_path):
-    sets = ("--set", tfrecord_data(tmp_path, shuffle="50"),
-            "--set", "train.epochs=6", "--set", "deterministic=true",
+    data = tfrecord_data(tmp_path, shuffle="50")
+    assert_kill_9_then_resume_is_exact(kexp, table, tmp_path, data, epochs=6)
+
+
+def assert_kill_9_then_resume_is_exact(kexp, table: Path, tmp_path: Path, data: str,
+                                       epochs: int) -> None:
+    """Train ``table`` with ``--set data``, ``kill -9`` it in epoch 3, ``--resume``: the final
+    weights are those of an uninterrupted run (``deterministic: true``, batches of 8)."""
+    sets = ("--set", data, "--set", f"train.epochs={epochs}", "--set", "deterministic=true",
             "--set", "data.batch_size=8")
     reference = kexp("train", table, "--runs-dir", tmp_path / "reference", *sets)
     assert reference.exit_code == 0, reference.output
@@ -323,7 +338,8 @@ def test_streamed_validation_split_and_cache_keep_every_record_once(table, tmp_p
 # --------------------------------------------------------------------------- configs/
 
 
-FILE_CONFIGS = ("image_folder_convnet", "text_folder_reviews", "tfrecord_table", "csv_stream")
+FILE_CONFIGS = ("image_folder_convnet", "text_folder_reviews", "tfrecord_table", "csv_stream",
+                "array_record_table")
 
 
 def test_the_file_dataset_examples_are_skipped_by_smoke_only_when_their_data_is_absent(

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "digits", "synthetic_tickets", "mnist", "fashion_mnist", "cifar10", "imdb", "npz", "csv",
-    "image_directory", "text_directory", "tfrecord",
+    "image_directory", "text_directory", "tfrecord", "array_record",
 ]
 
 
@@ -372,3 +372,22 @@ def tfrecord(
     from kexp.data.splits import Splits
 
     return Splits(train=tfrecord_stream(path, features, targets, compression))
+
+
+@DATASETS.register("array_record")
+def array_record(*, path: Any, features: Any, targets: Any = None) -> Splits:
+    """``tf.train.Example`` records of ArrayRecord files, read by record key with Grain.
+
+    Random access: each epoch is a global permutation of every record of every file, a
+    function of ``(seed, epoch)`` (``shuffle: false`` reads them in file order); no shuffle
+    buffer. Batches are parsed at once with ``tf.io.parse_example``.
+
+    Args:
+        path: a file, a glob (``shards/train-*.array_record``), or a list of them.
+        features: ``{name: {shape: [...], dtype: float32}}``, as for ``tfrecord``.
+        targets: the same for the targets.
+    """
+    from kexp.data.arrayrecord import array_record_stream
+    from kexp.data.splits import Splits
+
+    return Splits(train=array_record_stream(path, features, targets))
