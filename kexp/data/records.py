@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import csv
 import glob
+import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +90,16 @@ class _Part:
         u = tf.random.stateless_uniform([], seed=tf.stack([key, record_index]), alg="philox")
         return (u < self.fraction) if self.validation else (u >= self.fraction)
 
+    def count(self, counts: list[int]) -> int:
+        """The records of this part in files of ``counts`` records (no file is read)."""
+        import tensorflow as tf
+
+        files = tf.data.Dataset.from_tensor_slices(
+            (tf.range(len(counts), dtype=tf.int64), tf.constant(counts, tf.int64)))
+        kept = files.flat_map(lambda i, n: tf.data.Dataset.range(n).map(
+            lambda j: tf.cast(self.keep(i, j), tf.int64)))
+        return int(kept.reduce(tf.constant(0, tf.int64), lambda total, k: total + k))
+
 
 @dataclass
 class _Records(Stream):
@@ -97,6 +109,18 @@ class _Records(Stream):
 
     def open(self, file: tf.Tensor) -> tf.data.Dataset:
         raise NotImplementedError
+
+    def file_counts(self) -> list[int]:
+        """The records of each file (one read pass, without parsing)."""
+        import tensorflow as tf
+
+        return [int(self.open(tf.constant(file)).reduce(tf.constant(0, tf.int64),
+                                                        lambda n, _: n + 1))
+                for file in self.files]
+
+    def count_samples(self) -> int:
+        counts = self.file_counts()
+        return sum(counts) if self.part is None else self.part.count(counts)
 
     def read(self, order: tf.Tensor, sequential: bool) -> tf.data.Dataset:
         import tensorflow as tf
@@ -200,6 +224,22 @@ class TFRecords(_Records):
     compression: str | None = None
     features: list[_Feature] = field(default_factory=list)
     targets: list[_Feature] | None = None
+    # Files found to end inside a record when counted: file -> its complete records.
+    truncated: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def file_counts(self) -> list[int]:
+        """Uncompressed files are counted from their records' length headers alone (no
+        record is read), and a file that ends inside a record counts its complete ones:
+        training reads them, then stops at the truncated one (``locate_error``)."""
+        if self.compression:
+            return super().file_counts()
+        counts = []
+        for file in self.files:
+            count, truncated = _scan_tfrecord(file)
+            counts.append(count)
+            if truncated:
+                self.truncated[file] = count
+        return counts
 
     def open(self, file: tf.Tensor) -> tf.data.Dataset:
         import tensorflow as tf
@@ -214,6 +254,11 @@ class TFRecords(_Records):
         import tensorflow as tf
 
         for file in self.files:
+            if file in self.truncated:
+                record = self.truncated[file] + 1
+                return (f"{display_path(file)}: record {record}: the file is truncated (it "
+                        f"ends inside record {record})")
+        for file in self.files:
             position = 0  # the record being read, counted from 1
             try:
                 for record in self.open(tf.constant(file)):
@@ -223,6 +268,25 @@ class TFRecords(_Records):
                 failed = position + (1 if isinstance(exc, tf.errors.DataLossError) else 0)
                 return f"{display_path(file)}: record {failed}: {_record_problem(exc)}"
         return None
+
+
+def _scan_tfrecord(path: str) -> tuple[int, bool]:
+    """``(complete records, whether the file ends inside a record)`` of a TFRecord file, from
+    each record's 8-byte length header: a record is the length, its 4-byte CRC, the data and
+    the data's 4-byte CRC. Nothing else is read."""
+    size = os.path.getsize(path)
+    count = position = 0
+    with open(path, "rb") as f:
+        while position < size:
+            f.seek(position)
+            head = f.read(8)
+            if len(head) < 8:
+                return count, True
+            position += 16 + struct.unpack("<Q", head)[0]
+            if position > size:
+                return count, True
+            count += 1
+    return count, False
 
 
 def _record_problem(exc: BaseException) -> str:
@@ -296,14 +360,12 @@ class CsvLines(_Records):
         x = group(self.feature_groups, False)
         return x if self.target_groups is None else (x, group(self.target_groups, True))
 
-    def count_samples(self) -> int:
-        if self.part is not None:
-            return super().count_samples()
-        total = 0
+    def file_counts(self) -> list[int]:
+        counts = []
         for file in self.files:
             with open(file, encoding="utf-8-sig") as f:
-                total += sum(1 for line in f if line.strip()) - (1 if self.header else 0)
-        return total
+                counts.append(sum(1 for line in f if line.strip()) - (1 if self.header else 0))
+        return counts
 
     def locate_error(self) -> str | None:
         used = self._used()
