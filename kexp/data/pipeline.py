@@ -26,6 +26,8 @@ from kexp.data.stream import is_stream, stream_batches
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from kexp.data.stream import Shard
+
 __all__ = ["train_dataset", "epoch_dataset", "eval_dataset", "epoch_permutation"]
 
 
@@ -38,6 +40,7 @@ def train_dataset(
     shuffle: bool | int = True,
     initial_epoch: int = 0,
     steps_per_epoch: int | None = None,
+    shard: Shard | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """One dataset of ``(x, y)`` batches for epochs ``initial_epoch .. epochs - 1``, and the
     number of batches per epoch.
@@ -59,6 +62,8 @@ def train_dataset(
             epoch's permutation, continued by further permutations seeded by
             ``(seed, e, r)`` when one pass over the data is not enough. Default: one pass,
             ``ceil(n / batch_size)`` batches, the last one partial.
+        shard: a streamed split only: this worker's part of every epoch
+            (``kexp.data.stream.Shard``; needs ``steps_per_epoch``).
 
     Returns:
         ``(dataset, steps)``. Batches have an unknown batch dimension (``None``) in the
@@ -69,7 +74,7 @@ def train_dataset(
     if is_stream(split):
         return stream_batches(split, batch_size=batch_size, seed=seed, shuffle=shuffle,
                               epochs=range(initial_epoch, max(epochs, initial_epoch)),
-                              steps_per_epoch=steps_per_epoch)
+                              steps_per_epoch=steps_per_epoch, shard=shard)
     n = _check_sizes(split, batch_size)
     steps = steps_per_epoch or math.ceil(n / batch_size)
     # Sample slots per epoch: each pass over the data is one permutation.

@@ -35,14 +35,34 @@ if TYPE_CHECKING:
 
     from kexp.data.splits import Split
 
-__all__ = ["Stream", "stream_batches", "explain_failure", "adapt_source", "DEFAULT_BUFFER",
-           "is_stream", "use_streams", "check_cache"]
+__all__ = ["Stream", "Shard", "stream_batches", "explain_failure", "adapt_source",
+           "DEFAULT_BUFFER", "is_stream", "use_streams", "check_cache"]
 
 # Records held by a shuffle buffer for `shuffle: true` (an int sets it).
 DEFAULT_BUFFER = 10_000
 # The streams of the run being trained (their files are read again to name a file that
 # failed).
 _ACTIVE: list[Stream] = []
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One worker's part of a multi-worker run's training data: worker ``index`` of
+    ``count``.
+
+    Record files (``tfrecord``, streamed ``csv``) are sharded **by file** when there are at
+    least as many files as workers: each epoch's file order (a function of ``(seed, epoch)``)
+    is dealt out round-robin, worker ``w`` reading files ``w, w + count, ...`` of it. With
+    fewer files than workers they are sharded **by data**: every worker reads every file and
+    keeps records ``w, w + count, ...`` of the epoch's record order. Folder datasets (one
+    sample per file) deal out the epoch's shuffled files (slots) round-robin, which is both.
+    """
+
+    index: int
+    count: int
+
+    def by_file(self, files: int) -> bool:
+        return files >= self.count
 
 
 @dataclass
@@ -155,26 +175,32 @@ class Stream:
         return self.read(order, True).batch(size).map(self._parse_parts)
 
     def elements(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
-                 shuffle: bool | int) -> tf.data.Dataset:
-        """One pass of read elements in the order of ``(seed, epoch, repeat)``."""
+                 shuffle: bool | int, shard: Shard | None = None) -> tf.data.Dataset:
+        """One pass of read elements in the order of ``(seed, epoch, repeat)``; with
+        ``shard``, this worker's part of it (see ``Shard``)."""
         import tensorflow as tf
 
         from kexp.data.order import permutation
 
         n = len(self.files)
+        by_data = shard is not None and (self.cache is not None or not shard.by_file(n))
         if self.cache is not None:  # cached in file order, shuffled by a seeded buffer
             dataset = self._cached()
+            if by_data:
+                dataset = dataset.shard(shard.count, shard.index)
             buffer = shuffle if not isinstance(shuffle, bool) else max(self.count, 1)
-            return (dataset.shuffle(buffer, seed=_seed_of(seed, epoch, repeat))
-                    if shuffle else dataset)
-        if not shuffle:
-            return self.read(tf.range(n, dtype=tf.int64), True)
-        order = permutation(n, seed, epoch, repeat)
-        dataset = self.read(order, False)
-        if self.sample_per_file:
+            return _shuffle(dataset, buffer, seed, epoch, repeat) if shuffle else dataset
+        order = (permutation(n, seed, epoch, repeat) if shuffle
+                 else tf.range(n, dtype=tf.int64))
+        if shard is not None and not by_data:
+            order = order[shard.index::shard.count]
+        dataset = self.read(order, not shuffle)
+        if by_data:
+            dataset = dataset.shard(shard.count, shard.index)
+        if not shuffle or self.sample_per_file:
             return dataset
         buffer = DEFAULT_BUFFER if isinstance(shuffle, bool) else shuffle
-        return dataset.shuffle(buffer, seed=_seed_of(seed, epoch, repeat))
+        return _shuffle(dataset, buffer, seed, epoch, repeat)
 
     def _cached(self) -> tf.data.Dataset:
         import tensorflow as tf
@@ -182,14 +208,18 @@ class Stream:
         dataset = self.read(tf.range(len(self.files), dtype=tf.int64), True)
         return dataset.cache("" if self.cache == "memory" else self.cache)
 
+    def raw_batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
+                    shuffle: bool | int, batch_size: int) -> tf.data.Dataset:
+        """One pass of batches of read elements, not yet parsed (the last may be partial)."""
+        return self.elements(seed, epoch, repeat, shuffle).batch(batch_size)
+
     def batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor, shuffle: bool | int,
                 batch_size: int) -> tf.data.Dataset:
         """One pass of ``(x, y)`` batches (the last may be partial)."""
         import tensorflow as tf
 
-        dataset = self.elements(seed, epoch, repeat, shuffle).batch(batch_size)
-        return dataset.map(self._parse_parts, num_parallel_calls=tf.data.AUTOTUNE,
-                           deterministic=True)
+        return self.raw_batches(seed, epoch, repeat, shuffle, batch_size).map(
+            self._parse_parts, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def _parse_parts(self, *parts: Any) -> Any:
         return self.parse(parts[0] if len(parts) == 1 else parts)
@@ -214,6 +244,30 @@ def is_stream(split: Any) -> bool:
     return isinstance(split, Stream)
 
 
+# The graph seed a shuffle buffer is made under when the run's seed is 0 (see `_shuffle`).
+_GRAPH_SEED_FOR_0 = 0x5EED
+
+
+def _shuffle(dataset: tf.data.Dataset, buffer: int, seed: int, epoch: tf.Tensor,
+             repeat: tf.Tensor) -> tf.data.Dataset:
+    """``dataset`` through a shuffle buffer seeded by ``(seed, epoch, repeat)``.
+
+    TensorFlow checks an op seed against 0 when the global seed is 0 (``seed: 0``, set by
+    ``keras.utils.set_random_seed``), which fails for a tensor seed inside a ``tf.data``
+    function ("Using a symbolic tf.Tensor as a Python bool"); so the buffer is made under
+    another graph seed then, as fixed as the first."""
+    import tensorflow as tf
+
+    graph = tf.compat.v1.get_default_graph()
+    if tf.executing_eagerly() or graph.seed != 0:
+        return dataset.shuffle(buffer, seed=_seed_of(seed, epoch, repeat))
+    graph.seed = _GRAPH_SEED_FOR_0
+    try:
+        return dataset.shuffle(buffer, seed=_seed_of(seed, epoch, repeat))
+    finally:
+        graph.seed = 0
+
+
 def _seed_of(seed: int, epoch: tf.Tensor, repeat: tf.Tensor) -> tf.Tensor:
     """An int64 seed for a shuffle buffer, from ``(seed, epoch, repeat)``."""
     import tensorflow as tf
@@ -227,8 +281,8 @@ def _seed_of(seed: int, epoch: tf.Tensor, repeat: tf.Tensor) -> tf.Tensor:
 
 def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool | int,
                    epochs: range | None = None, epoch: Any = None,
-                   steps_per_epoch: int | None = None, steps: int | None = None
-                   ) -> tuple[tf.data.Dataset, int]:
+                   steps_per_epoch: int | None = None, steps: int | None = None,
+                   shard: Shard | None = None) -> tuple[tf.data.Dataset, int]:
     """Batches of ``stream`` for ``kexp.data.pipeline``, and the batches per epoch.
 
     - ``epochs`` (a range): every epoch in it, one after the other (``train_dataset``);
@@ -238,34 +292,51 @@ def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool 
 
     ``steps_per_epoch``: exactly that many batches per epoch, continuing with further passes
     seeded ``(seed, epoch, r)`` when one pass has fewer.
+
+    ``shard`` (a multi-worker run's training data, with ``steps_per_epoch``: every worker
+    must run the same number of steps): this worker's part of each epoch (see ``Shard``), in
+    full batches, its next pass starting where its part of one runs out.
     """
     import tensorflow as tf
 
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1; received {batch_size}.")
+    if shard is not None and (steps_per_epoch is None or epochs is None):
+        raise ValueError("a sharded stream needs `epochs` and `steps_per_epoch`")
     if stream.sample_per_file and stream.cache is None:
         return _slot_batches(stream, batch_size=batch_size, seed=seed, shuffle=shuffle,
                              epochs=epochs, epoch=epoch, steps_per_epoch=steps_per_epoch,
-                             steps=steps)
+                             steps=steps, shard=shard)
     def per_pass() -> int:
         return math.ceil(stream.count / batch_size)
 
     zero = tf.constant(0, tf.int64)
 
+    # Batches are parsed in one parallel map at the top of the pipeline, not inside each
+    # epoch's (or pass's) nested dataset.
     def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
+        if shard is not None:  # (each pass not empty gives a record: enough passes)
+            passes = tf.data.Dataset.range(steps_per_epoch * batch_size + 1)
+            records = passes.flat_map(lambda r: stream.elements(seed, e, r, shuffle, shard))
+            return records.batch(batch_size, drop_remainder=True).take(steps_per_epoch)
         if steps_per_epoch is None:
-            return stream.batches(seed, e, zero, shuffle, batch_size)
+            return stream.raw_batches(seed, e, zero, shuffle, batch_size)
         passes = tf.data.Dataset.range(1 << 30)
         return passes.flat_map(
-            lambda r: stream.batches(seed, e, r, shuffle, batch_size)).take(steps_per_epoch)
+            lambda r: stream.raw_batches(seed, e, r, shuffle, batch_size)).take(steps_per_epoch)
+
+    def parsed(dataset: tf.data.Dataset, count: int) -> tf.data.Dataset:
+        dataset = dataset.map(stream._parse_parts, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True)
+        return _finish(dataset.apply(tf.data.experimental.assert_cardinality(count)),
+                       stream.prefetch)
 
     if epochs is None and epoch is None:
-        dataset = stream.batches(seed, zero, zero, False, batch_size)
+        dataset = stream.raw_batches(seed, zero, zero, False, batch_size)
         if steps is not None:
             dataset = dataset.take(steps)
         count = min(per_pass(), steps) if steps is not None else per_pass()
-        return _finish(dataset.apply(tf.data.experimental.assert_cardinality(count)),
-                       stream.prefetch), count
+        return parsed(dataset, count), count
     per_epoch = steps_per_epoch or per_pass()
     if epoch is not None:
         dataset = tf.data.Dataset.range(1).flat_map(lambda _: one_epoch(epoch.read_value()))
@@ -273,13 +344,13 @@ def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool 
     else:
         dataset = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(one_epoch)
         total = per_epoch * len(epochs)
-    return _finish(dataset.apply(tf.data.experimental.assert_cardinality(total)),
-                   stream.prefetch), per_epoch
+    return parsed(dataset, total), per_epoch
 
 
 def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | int,
                   epochs: range | None, epoch: Any, steps_per_epoch: int | None,
-                  steps: int | None) -> tuple[tf.data.Dataset, int]:
+                  steps: int | None, shard: Shard | None = None
+                  ) -> tuple[tf.data.Dataset, int]:
     """Batches of a folder dataset (one sample per file) without nested datasets.
 
     Every epoch has ``steps * batch_size`` slots; slot ``k`` of epoch ``e`` reads file
@@ -287,6 +358,8 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
     one parallel map over a plain ``range`` (a map fed by a ``flat_map`` of per-epoch
     datasets ran 3-4x slower here). Without ``steps_per_epoch`` the slots past ``n`` are
     dropped after batching, so each epoch ends with its partial batch, as for in-memory data.
+    With ``shard``, worker ``w`` of ``W`` reads the epoch's slots ``w, w + W, ...``: within
+    each pass over the files, the workers read different files.
     """
     import tensorflow as tf
 
@@ -300,7 +373,8 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
     else:
         first, count = epochs.start, len(epochs)
     slots = per_epoch * batch_size
-    passes = math.ceil(slots / n)
+    index, workers = (shard.index, shard.count) if shard is not None else (0, 1)
+    passes = math.ceil((index + workers * (slots - 1) + 1) / n)
     decode = stream.decoder()
     full = {"minval": None, "maxval": None, "dtype": tf.int64, "alg": "philox"}
 
@@ -314,7 +388,7 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
             for r in range(passes)])
 
     def sample(t: tf.Tensor, keys: tf.Tensor) -> Any:
-        k = t % slots
+        k = index + workers * (t % slots)  # the slot in the epoch's (global) order
         i = k % n
         if shuffle:
             i = tf.random.experimental.index_shuffle(i, keys[k // n], n - 1)

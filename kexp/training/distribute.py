@@ -70,6 +70,8 @@ __all__ = [
     "remove_private",
     "plan_distribution",
     "distribute_dataset",
+    "per_worker",
+    "skip_steps",
     "distributed_step",
     "preemption_handler",
     "preempted_step",
@@ -295,13 +297,40 @@ def worker_addresses() -> list[str]:
 # --------------------------------------------------------------------------- training helpers
 
 
+# The attribute marking a dataset each worker built for itself (``per_worker``): the number
+# of per-replica batches one step takes from it.
+_PER_WORKER = "_kexp_replicas_per_worker"
+
+
+def per_worker(dataset: Any, local_replicas: int) -> Any:
+    """Mark ``dataset`` as this worker's own part of the training data, in per-replica
+    batches (a streamed dataset sharded by file, ``kexp.data.stream.Shard``):
+    ``distribute_dataset`` then hands it to the worker's replicas as it is, instead of
+    splitting global batches. ``local_replicas``: the replicas of this worker."""
+    setattr(dataset, _PER_WORKER, local_replicas)
+    return dataset
+
+
+def skip_steps(dataset: Any, steps: int) -> Any:
+    """``dataset`` without the batches of its first ``steps`` steps (a run resumed from a
+    pre-emption checkpoint): global batches, or per-replica ones of a ``per_worker`` one."""
+    local = getattr(dataset, _PER_WORKER, None)
+    if local is None:
+        return dataset.skip(steps)
+    return per_worker(dataset.skip(steps * local), local)
+
+
 def distribute_dataset(strategy: Any, dataset: Any) -> Any:
     """Split each global batch of ``dataset`` across the strategy's replicas.
 
     Workers shard by DATA (each takes its slice of every batch), so every worker must build
-    the same dataset: same files, same shuffle seed.
+    the same dataset: same files, same shuffle seed. A ``per_worker`` dataset is each
+    worker's own, already in per-replica batches: its replicas take its batches in turn.
     """
     import tensorflow as tf
+
+    if getattr(dataset, _PER_WORKER, None) is not None:
+        return strategy.distribute_datasets_from_function(lambda _: dataset)
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

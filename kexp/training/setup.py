@@ -164,7 +164,9 @@ def prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: An
     data = _datasets(cfg, options, splits, start, phase.phase.end, strategy)
     dist = plan_distribution(cfg, strategy, run, source, data.steps, start, bool(resumed))
     if dist is not None and dist.initial_step:
-        data.train = data.train.skip(dist.initial_step)
+        from kexp.training.distribute import skip_steps
+
+        data.train = skip_steps(data.train, dist.initial_step)
     user = cb.build_user_callbacks(ph.phase_callbacks(cfg, phase.phase), run.path)
     if resumed:
         from kexp.training.resume import rewind_csv_loggers
@@ -255,6 +257,9 @@ def _datasets(cfg: Config, options: TrainOptions, splits: Any, start: int, epoch
         train_ds, steps = epoch_dataset(splits.train, batch_size=batch, seed=cfg.seed,
                                         epoch=epoch_var, shuffle=shuffle)
         counter = EpochCounter(epoch_var)
+    elif (sharded := _sharded(cfg, splits.train, strategy, start, epochs, steps,
+                                    shuffle)) is not None:
+        train_ds, steps = sharded
     else:
         train_ds, steps = train_dataset(splits.train, batch_size=batch, seed=cfg.seed,
                                         shuffle=shuffle, epochs=epochs,
@@ -264,6 +269,42 @@ def _datasets(cfg: Config, options: TrainOptions, splits: Any, start: int, epoch
                        if split is not None else None
                        for split in (splits.validation, splits.test))
     return _Datasets(train_ds, steps, val_ds, test_ds, counter)
+
+
+def _sharded(cfg: Config, train: Any, strategy: Any, start: int, epochs: int,
+             steps: int | None, shuffle: bool) -> tuple[Any, int] | None:
+    """Under ``multi_worker``, a streamed training split read by each worker from its own
+    files (``kexp.data.stream.Shard``), in per-replica batches, and the steps of an epoch:
+    ``ceil(samples / batch_size)`` (or ``steps_per_epoch``) on every worker. None when the
+    data is in memory (every worker keeps its slice of each global batch) or when the global
+    batch does not split evenly over the replicas."""
+    import math
+
+    from kexp.data.stream import Shard, is_stream
+    from kexp.output import notice
+    from kexp.training import distribute as dist
+
+    if cfg.distribute.strategy != "multi_worker" or not is_stream(train):
+        return None
+    workers, replicas = dist.num_workers(), strategy.num_replicas_in_sync
+    batch = cfg.data.batch_size
+    if workers < 2 or batch % replicas or replicas % workers:
+        return None
+    from kexp.data.pipeline import train_dataset
+
+    steps = steps or math.ceil(train.count / batch)
+    shard = Shard(dist.worker_index(), workers)
+    local = replicas // workers
+    dataset, _ = train_dataset(train, batch_size=batch // replicas, seed=cfg.seed,
+                               shuffle=shuffle, epochs=epochs,
+                               initial_epoch=min(start, epochs),
+                               steps_per_epoch=steps * local, shard=shard)
+    n = len(train.files)
+    notice(f"worker {shard.index}: reads {len(range(shard.index, n, workers))} of the {n} "
+           f"training files each epoch" if shard.by_file(n) else
+           f"worker {shard.index}: reads record {shard.index} of every {workers} (fewer "
+           f"training files than workers)")
+    return dist.per_worker(dataset, local), steps
 
 
 def _callbacks(cfg: Config, run: Run, data: _Datasets, user: list, guard: Any, monitor: str,
