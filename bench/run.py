@@ -182,7 +182,7 @@ def measure_roofline(console: Any) -> dict[str, Any]:
             continue
         out[key] = json.loads(done.stdout.strip().splitlines()[-1])
         figures = out[key]
-        console.print(f"  matmul roofline, {key.replace('_', ' ')} threads: "
+        console.print(f"  matmul roofline, {report.ROOFLINE_THREADS[key]}: "
                       f"{figures['peak_gflops']:.0f} GFLOP/s = "
                       f"{figures['roofline_samples_per_s']:,.0f} MLP samples/s; the MLP's "
                       f"batch-32 matmuls alone {figures['mlp_matmuls_samples_per_s']:,.0f} "
