@@ -208,18 +208,20 @@ class Stream:
         dataset = self.read(tf.range(len(self.files), dtype=tf.int64), True)
         return dataset.cache("" if self.cache == "memory" else self.cache)
 
-    def raw_batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
-                    shuffle: bool | int, batch_size: int) -> tf.data.Dataset:
-        """One pass of batches of read elements, not yet parsed (the last may be partial)."""
-        return self.elements(seed, epoch, repeat, shuffle).batch(batch_size)
-
     def batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor, shuffle: bool | int,
                 batch_size: int) -> tf.data.Dataset:
         """One pass of ``(x, y)`` batches (the last may be partial)."""
         import tensorflow as tf
 
-        return self.raw_batches(seed, epoch, repeat, shuffle, batch_size).map(
-            self._parse_parts, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = self.elements(seed, epoch, repeat, shuffle).batch(batch_size)
+        return dataset.map(self._parse_parts, num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=True)
+
+    @property
+    def reads_files(self) -> bool:
+        """Whether the stream reads a list of files through ``read`` (what a multi-worker
+        run's sharding by file needs: ``Shard``)."""
+        return type(self).read is not Stream.read
 
     def _parse_parts(self, *parts: Any) -> Any:
         return self.parse(parts[0] if len(parts) == 1 else parts)
@@ -312,31 +314,29 @@ def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool 
 
     zero = tf.constant(0, tf.int64)
 
-    # Batches are parsed in one parallel map at the top of the pipeline, not inside each
-    # epoch's (or pass's) nested dataset.
     def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
         if shard is not None:  # (each pass not empty gives a record: enough passes)
             passes = tf.data.Dataset.range(steps_per_epoch * batch_size + 1)
             records = passes.flat_map(lambda r: stream.elements(seed, e, r, shuffle, shard))
-            return records.batch(batch_size, drop_remainder=True).take(steps_per_epoch)
+            return records.batch(batch_size, drop_remainder=True).map(
+                stream._parse_parts, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True).take(steps_per_epoch)
         if steps_per_epoch is None:
-            return stream.raw_batches(seed, e, zero, shuffle, batch_size)
+            return stream.batches(seed, e, zero, shuffle, batch_size)
         passes = tf.data.Dataset.range(1 << 30)
         return passes.flat_map(
-            lambda r: stream.raw_batches(seed, e, r, shuffle, batch_size)).take(steps_per_epoch)
+            lambda r: stream.batches(seed, e, r, shuffle, batch_size)).take(steps_per_epoch)
 
-    def parsed(dataset: tf.data.Dataset, count: int) -> tf.data.Dataset:
-        dataset = dataset.map(stream._parse_parts, num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=True)
+    def finish(dataset: tf.data.Dataset, count: int) -> tf.data.Dataset:
         return _finish(dataset.apply(tf.data.experimental.assert_cardinality(count)),
                        stream.prefetch)
 
     if epochs is None and epoch is None:
-        dataset = stream.raw_batches(seed, zero, zero, False, batch_size)
+        dataset = stream.batches(seed, zero, zero, False, batch_size)
         if steps is not None:
             dataset = dataset.take(steps)
         count = min(per_pass(), steps) if steps is not None else per_pass()
-        return parsed(dataset, count), count
+        return finish(dataset, count), count
     per_epoch = steps_per_epoch or per_pass()
     if epoch is not None:
         dataset = tf.data.Dataset.range(1).flat_map(lambda _: one_epoch(epoch.read_value()))
@@ -344,7 +344,7 @@ def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool 
     else:
         dataset = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(one_epoch)
         total = per_epoch * len(epochs)
-    return parsed(dataset, total), per_epoch
+    return finish(dataset, total), per_epoch
 
 
 def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | int,

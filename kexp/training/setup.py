@@ -284,7 +284,8 @@ def _sharded(cfg: Config, train: Any, strategy: Any, start: int, epochs: int,
     from kexp.output import notice
     from kexp.training import distribute as dist
 
-    if cfg.distribute.strategy != "multi_worker" or not is_stream(train):
+    if (cfg.distribute.strategy != "multi_worker" or not is_stream(train)
+            or not train.reads_files):
         return None
     workers, replicas = dist.num_workers(), strategy.num_replicas_in_sync
     batch = cfg.data.batch_size
