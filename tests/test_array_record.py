@@ -86,6 +86,28 @@ def test_epoch_order_is_a_global_permutation_of_seed_and_epoch(table, tmp_path):
     assert np.concatenate(in_order[:4]) == pytest.approx(x[:, 0])  # file order
 
 
+def test_two_workers_take_every_other_record_of_each_epochs_permutation(table, tmp_path):
+    import tensorflow as tf
+
+    from kexp.data.arrayrecord import array_record_stream
+    from kexp.data.pipeline import epoch_permutation
+    from kexp.data.stream import Shard
+
+    stream = array_record_stream(str(tmp_path / "shards" / "part-*.array_record"),
+                                 {"x": {"shape": [6]}}, {"y": {"shape": [], "dtype": "int64"}})
+    x, _ = classification_arrays(200)
+    for epoch in (0, 1):
+        parts = []
+        for worker in (0, 1):
+            elements = stream.elements(3, tf.constant(epoch, tf.int64),
+                                       tf.constant(0, tf.int64), True, Shard(worker, 2))
+            parts.append(np.concatenate([f[:, 0] for f, _ in elements.batch(64).map(
+                stream._parse_parts).as_numpy_iterator()]))
+        order = x[np.asarray(epoch_permutation(200, 3, epoch)), 0]
+        assert parts[0] == pytest.approx(order[0::2]) and parts[1] == pytest.approx(order[1::2])
+    assert "reads record 1 of every 2 of each epoch's order" in stream.shard_notice(Shard(1, 2))
+
+
 def test_kill_9_mid_epoch_then_resume_gives_bit_identical_weights(kexp, table, tmp_path):
     data = array_record_data(tmp_path, shuffle="true")
     assert_kill_9_then_resume_is_exact(kexp, table, tmp_path, data, epochs=4)

@@ -14,12 +14,15 @@ the records of every file, in file order (the files sorted, as for ``tfrecord``)
   rows' order therefore train exactly like the same arrays in an ``npz`` file, shuffled or
   not.
 - **Resume**: an epoch's batches depend on ``(seed, epoch)`` alone, and batch ``k`` is a
-  slice of the epoch's permutation: nothing before it is read again.
+  slice of the epoch's permutation: a resumed run reads no earlier epoch again.
+- **Multi-worker** (``Shard``): worker ``w`` of ``W`` reads records ``w, w + W, ...`` of
+  each epoch's permutation, whatever the number of files.
 - **validation_split** picks records as in-memory data picks rows (the same seeded choice
   of indices), so it is the same records every epoch.
 
-The batches are a ``tf.data`` pipeline (the reads are a ``tf.numpy_function``), so both
-loops, distribution strategies and ``--smoke`` take them as they take other streamed data.
+The batches are a ``tf.data`` pipeline (the reads are a ``tf.numpy_function``), parsed by
+``kexp.data.stream``'s pipeline as other streams' are, so both loops, distribution strategies
+and ``--smoke`` take them as they take other streamed data.
 Grain and ``array_record`` are imported only here, when such a dataset is loaded.
 """
 
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from kexp.data.files import display_path
 from kexp.data.records import _features, _record_problem, parse_examples, record_files
-from kexp.data.stream import Stream
+from kexp.data.stream import Shard, Stream
 from kexp.errors import DataError, error_line
 
 if TYPE_CHECKING:
@@ -132,10 +135,10 @@ class ArrayRecords(Stream):
     def parse(self, batch: tf.Tensor) -> Any:
         return parse_examples(batch, self.features, self.targets)
 
-    def batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor, shuffle: bool | int,
-                batch_size: int) -> tf.data.Dataset:
-        """One pass: the split's records in the order of ``(seed, epoch, repeat)`` (``shuffle``
-        false: in file order), ``batch_size`` keys read and parsed at a time."""
+    def _order(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
+               shuffle: bool | int) -> tf.Tensor:
+        """The split's record keys in the order of ``(seed, epoch, repeat)`` (``shuffle``
+        false: in file order)."""
         import tensorflow as tf
 
         from kexp.data.order import permutation
@@ -143,21 +146,43 @@ class ArrayRecords(Stream):
         n = self.count
         order = (permutation(n, seed, tf.cast(epoch, tf.int64), tf.cast(repeat, tf.int64))
                  if shuffle else tf.range(n, dtype=tf.int64))
-        if self.keys is not None:
-            order = tf.gather(tf.constant(self.keys, tf.int64), order)
+        return order if self.keys is None else tf.gather(tf.constant(self.keys, tf.int64), order)
+
+    def _read(self, order: tf.Tensor, count: int, size: int) -> tf.data.Dataset:
+        """The serialised records of the ``count`` keys ``order``, ``size`` at a time."""
+        import tensorflow as tf
+
         read = self.source_reader
 
         def load(i: tf.Tensor) -> tf.Tensor:
-            keys = order[i * batch_size:(i + 1) * batch_size]
+            keys = order[i * size:(i + 1) * size]
             # Stateless: the records of given keys never change (and op determinism allows
             # a stateless function in a parallel map).
             records = tf.numpy_function(read, [keys], tf.string, stateful=False)
             return tf.ensure_shape(records, [None])
 
-        steps = math.ceil(n / batch_size)
-        dataset = tf.data.Dataset.range(steps).map(
+        return tf.data.Dataset.range(math.ceil(count / size)).map(
             load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return dataset.map(self.parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def raw_batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
+                    shuffle: bool | int, batch_size: int) -> tf.data.Dataset:
+        """One pass, ``batch_size`` records at a time: batch ``i`` is the records of keys
+        ``i * batch_size`` to ``(i + 1) * batch_size`` of the pass's order."""
+        return self._read(self._order(seed, epoch, repeat, shuffle), self.count, batch_size)
+
+    def elements(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
+                 shuffle: bool | int, shard: Shard | None = None) -> tf.data.Dataset:
+        """One pass of records; with ``shard`` (a multi-worker run), worker ``w`` of ``W``
+        reads records ``w, w + W, ...`` of the pass's order."""
+        order, count = self._order(seed, epoch, repeat, shuffle), self.count
+        if shard is not None:
+            order = order[shard.index::shard.count]
+            count = len(range(shard.index, count, shard.count))
+        return self._read(order, count, _CHUNK).unbatch()
+
+    def shard_notice(self, shard: Shard) -> str:
+        return (f"worker {shard.index}: reads record {shard.index} of every {shard.count} of "
+                f"each epoch's order of the records")
 
     def first_batches(self, size: int) -> tf.data.Dataset:
         import tensorflow as tf

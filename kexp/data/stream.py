@@ -202,6 +202,15 @@ class Stream:
         buffer = DEFAULT_BUFFER if isinstance(shuffle, bool) else shuffle
         return _shuffle(dataset, buffer, seed, epoch, repeat)
 
+    def shard_notice(self, shard: Shard) -> str:
+        """What worker ``shard.index`` reads of the training data (said at start-up)."""
+        n = len(self.files)
+        if shard.by_file(n):
+            return (f"worker {shard.index}: reads {len(range(shard.index, n, shard.count))} "
+                    f"of the {n} training files each epoch")
+        return (f"worker {shard.index}: reads record {shard.index} of every {shard.count} "
+                f"(fewer training files than workers)")
+
     def _cached(self) -> tf.data.Dataset:
         import tensorflow as tf
 

@@ -300,11 +300,7 @@ def _sharded(cfg: Config, train: Any, strategy: Any, start: int, epochs: int,
                                shuffle=shuffle, epochs=epochs,
                                initial_epoch=min(start, epochs),
                                steps_per_epoch=steps * local, shard=shard)
-    n = len(train.files)
-    notice(f"worker {shard.index}: reads {len(range(shard.index, n, workers))} of the {n} "
-           f"training files each epoch" if shard.by_file(n) else
-           f"worker {shard.index}: reads record {shard.index} of every {workers} (fewer "
-           f"training files than workers)")
+    notice(train.shard_notice(shard))
     return dist.per_worker(dataset, local), steps
 
 
