@@ -5,9 +5,10 @@ Runs an epoch of the chapter's MNIST network (784 -> Dense 512 relu -> Dropout 0
 pipeline, the whole epoch in one ``tf.function`` looping over the iterator
 (``kexp.training.custom_loop._make_run_steps``) -- with step bodies that do more and more of
 a training step, in one process, interleaved (each repetition runs every body once, in a
-rotated order), with the thread pools kexp's ``threads: auto`` picks. It prints samples/s
-(median over repetitions) and what each part adds per step, so the difference between two
-rows is the cost of one part:
+rotated order), with the thread pools kexp's ``threads: auto`` picks (``--threads N`` for
+others). It prints samples/s (the best and the median epoch) and the process's CPU time per
+step (every thread; far less disturbed by other jobs than wall time), so the difference
+between two rows is the cost of one part:
 
 - ``input pipeline``: pull the batches, nothing else (the gather runs in tf.data's threads);
 - ``+ forward, loss``: the model's forward pass and compiled loss;
@@ -16,8 +17,9 @@ rows is the cost of one part:
 - ``+ RMSprop``: Keras's ``optimizer.apply_gradients`` instead (RMSprop: about ten
   element-wise ops per weight, each a pass over the 784 x 512 kernel);
 - ``kexp's train step``: plus the loss tracker and the accuracy metric: what kexp runs;
-- ``Keras's train_step``: ``model.train_step``, what ``fit`` runs per step;
-- ``matmuls alone``: the step's five matmuls and nothing else (``bench/roofline.py``).
+- ``Keras's train_step``: ``model.train_step``, what ``fit`` runs per step.
+
+(The step's five matmuls alone, without the input pipeline, are ``bench/roofline.py``'s.)
 
 Diagnostic rows (they change the arithmetic, so neither could replace kexp's step, which must
 give ``fit``'s results bit for bit): ``RMSprop as one kernel`` (``ResourceApplyRMSProp``,
