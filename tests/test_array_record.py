@@ -105,6 +105,7 @@ def test_two_workers_take_every_other_record_of_each_epochs_permutation(table, t
                 stream._parse_parts).as_numpy_iterator()]))
         order = x[np.asarray(epoch_permutation(200, 3, epoch)), 0]
         assert parts[0] == pytest.approx(order[0::2]) and parts[1] == pytest.approx(order[1::2])
+    assert stream.shardable  # a multi-worker run gives each worker its Shard of the stream
     assert "reads record 1 of every 2 of each epoch's order" in stream.shard_notice(Shard(1, 2))
 
 

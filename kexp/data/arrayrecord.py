@@ -164,11 +164,18 @@ class ArrayRecords(Stream):
         return tf.data.Dataset.range(math.ceil(count / size)).map(
             load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def raw_batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
-                    shuffle: bool | int, batch_size: int) -> tf.data.Dataset:
-        """One pass, ``batch_size`` records at a time: batch ``i`` is the records of keys
-        ``i * batch_size`` to ``(i + 1) * batch_size`` of the pass's order."""
-        return self._read(self._order(seed, epoch, repeat, shuffle), self.count, batch_size)
+    # Sharded by record (``elements`` with a ``Shard``), whatever the number of files.
+    shardable = True
+
+    def batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor, shuffle: bool | int,
+                batch_size: int) -> tf.data.Dataset:
+        """One pass of parsed batches: batch ``i`` is the records of keys ``i * batch_size``
+        to ``(i + 1) * batch_size`` of the pass's order, read in one call."""
+        import tensorflow as tf
+
+        order = self._order(seed, epoch, repeat, shuffle)
+        return self._read(order, self.count, batch_size).map(
+            self.parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def elements(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor,
                  shuffle: bool | int, shard: Shard | None = None) -> tf.data.Dataset:

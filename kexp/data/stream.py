@@ -227,9 +227,10 @@ class Stream:
                            deterministic=True)
 
     @property
-    def reads_files(self) -> bool:
-        """Whether the stream reads a list of files through ``read`` (what a multi-worker
-        run's sharding by file needs: ``Shard``)."""
+    def shardable(self) -> bool:
+        """Whether ``elements`` gives one worker's part of an epoch (``Shard``): streams that
+        read a list of files through ``read`` (sharded by file), and those that shard
+        themselves (``array_record``, by record)."""
         return type(self).read is not Stream.read
 
     def _parse_parts(self, *parts: Any) -> Any:

@@ -285,7 +285,7 @@ def _sharded(cfg: Config, train: Any, strategy: Any, start: int, epochs: int,
     from kexp.training import distribute as dist
 
     if (cfg.distribute.strategy != "multi_worker" or not is_stream(train)
-            or not train.reads_files):
+            or not train.shardable):
         return None
     workers, replicas = dist.num_workers(), strategy.num_replicas_in_sync
     batch = cfg.data.batch_size
