@@ -448,3 +448,29 @@ def test_the_file_data_bench_report_has_the_three_rows(tmp_path):
             "1,100 (990–1,210) | 1.10x (0.99–1.21) | ≥ 1.0x |") in table
     assert "0.98x (0.88–1.08) | ≥ 0.95x" in table
     assert "(one epoch, 42 s) | 5.10 GB | 1.00 GB | 5.1x | ≥ 4x |" in table
+
+@pytest.mark.parametrize("color_mode, channels", [("grayscale", 1), ("rgba", 4)])
+def test_grayscale_and_rgba_folders_read_every_format(tmp_path, color_mode, channels):
+    """TensorFlow decodes BMP and GIF to no single channel, GIF and JPEG to no alpha; kexp
+    goes through RGB for those (Keras's loader fails on them)."""
+    import tensorflow as tf
+
+    from kexp.data.folders import image_folder
+    from kexp.data.pipeline import train_dataset
+
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    for name in "ab":
+        (tmp_path / name).mkdir()
+    (tmp_path / "a" / "1.jpg").write_bytes(tf.io.encode_jpeg(red).numpy())
+    (tmp_path / "a" / "2.png").write_bytes(tf.io.encode_png(red).numpy())
+    (tmp_path / "b" / "3.bmp").write_bytes(bmp())
+    (tmp_path / "b" / "4.gif").write_bytes(GIF)
+    stream = image_folder(str(tmp_path), image_size=[2, 2], color_mode=color_mode)
+    dataset, _ = train_dataset(stream, batch_size=4, seed=1, epochs=1, shuffle=False)
+    ((x, y),) = list(dataset.as_numpy_iterator())
+    assert x.shape == (4, 2, 2, channels) and y.tolist() == [0, 0, 1, 1]
+    if channels == 1:  # red through rgb_to_grayscale: 0.2989 * 255
+        assert np.allclose(x[1:3], 76, atol=1) and np.allclose(x[0], 76, atol=3)
+    else:
+        assert np.allclose(x[..., 3], 255) and np.allclose(x[:3, ..., 0], 255, atol=2)

@@ -204,7 +204,7 @@ def read_image(path: tf.Tensor, *, image_size: tuple[int, int], channels: int,
     else:  # in a pipeline: an empty string in its place fails to decode (cheaper than an
         # assertion per image); the run's failure is then explained by `locate_error`
         data = tf.where(small_enough, data, tf.constant(b""))
-    image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    image = _decode(data, channels)
     if crop_to_aspect_ratio or pad_to_aspect_ratio:
         import keras
 
@@ -217,6 +217,33 @@ def read_image(path: tf.Tensor, *, image_size: tuple[int, int], channels: int,
     image = tf.cast(image, tf.float32)
     image.set_shape((image_size[0], image_size[1], channels))
     return image
+
+
+def _decode(data: tf.Tensor, channels: int) -> tf.Tensor:
+    """``decode_image`` to ``channels``. Files TensorFlow decodes only to RGB (GIF; BMP has
+    no grayscale; JPEG no alpha) are decoded to RGB and converted: to grayscale as
+    ``rgb_to_grayscale`` does, to RGBA with an opaque alpha channel. So a grayscale or rgba
+    folder may mix every format the README lists (Keras's loader fails on those files)."""
+    import tensorflow as tf
+
+    if channels == 3:
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
+    magic = tf.strings.substr(data, 0, 3)
+    rgb_only = tf.equal(magic, "GIF")
+    if channels == 1:
+        rgb_only = tf.logical_or(rgb_only, tf.equal(tf.strings.substr(data, 0, 2), "BM"))
+    else:
+        rgb_only = tf.logical_or(rgb_only, tf.io.is_jpeg(data))
+
+    def via_rgb() -> tf.Tensor:
+        rgb = tf.io.decode_image(data, channels=3, expand_animations=False)
+        if channels == 1:
+            return tf.image.rgb_to_grayscale(rgb)
+        return tf.concat([rgb, tf.fill(tf.concat([tf.shape(rgb)[:2], [1]], 0),
+                                       tf.constant(255, rgb.dtype))], axis=-1)
+
+    return tf.cond(rgb_only, via_rgb,
+                   lambda: tf.io.decode_image(data, channels=channels, expand_animations=False))
 
 
 def _header_pixels(data: tf.Tensor) -> tf.Tensor:
