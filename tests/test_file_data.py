@@ -474,3 +474,28 @@ def test_grayscale_and_rgba_folders_read_every_format(tmp_path, color_mode, chan
         assert np.allclose(x[1:3], 76, atol=1) and np.allclose(x[0], 76, atol=3)
     else:
         assert np.allclose(x[..., 3], 255) and np.allclose(x[:3, ..., 0], 255, atol=2)
+
+
+def test_varlen_lists_are_padded_per_batch_and_their_shape_may_be_null():
+    import tensorflow as tf
+
+    from kexp.data.records import _features, parse_examples
+    from kexp.errors import DataError
+
+    def example(seq: list[int], y: int) -> bytes:
+        ints = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=v))  # noqa: E731
+        return tf.train.Example(features=tf.train.Features(
+            feature={"seq": ints(seq), "y": ints([y])})).SerializeToString()
+
+    batch = tf.constant([example([3, 4, 5], 1), example([7], 0)])
+    for spec in ({"shape": [None], "dtype": "int64", "varlen": True},
+                 {"dtype": "int32", "varlen": True}):
+        features = _features({"seq": spec}, "features", "d")
+        x, y = parse_examples(batch, features, _features({"y": {"dtype": "int64"}},
+                                                         "targets", "d"))
+        assert x.numpy().tolist() == [[3, 4, 5], [7, 0, 0]] and y.numpy().tolist() == [1, 0]
+    with pytest.raises(DataError, match=r"seq.shape: .*\(a list of any length is `varlen: "
+                                        r"true`\); received \[None\]"):
+        _features({"seq": {"shape": [None], "dtype": "int64"}}, "features", "d")
+    with pytest.raises(DataError, match="seq.varlen: expected true or false; received 'on1'"):
+        _features({"seq": {"varlen": "on1"}}, "features", "d")

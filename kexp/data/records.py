@@ -178,14 +178,22 @@ def _features(spec: Any, role: str, source: str) -> list[_Feature]:
                             f"{', '.join(sorted(unknown))} (known: key, shape, dtype, varlen).")
         shape = item.get("shape", [])
         dtype = item.get("dtype", "float32")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+        varlen = item.get("varlen", False)
+        if varlen not in (True, False):
+            raise DataError(f"{source}: {role}.{name}.varlen: expected true or false; "
+                            f"received {varlen!r}.")
+        dims_ok = all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                      or varlen and d is None for d in shape) if isinstance(shape, list) else False
+        if not dims_ok:  # a varlen list's shape is its length: [null] (or omitted)
+            hint = (" (a list of any length is `varlen: true`)"
+                    if isinstance(shape, list) and None in shape else "")
             raise DataError(f"{source}: {role}.{name}.shape: expected a list of positive "
-                            f"integers; received {shape!r}.")
+                            f"integers{hint}; received {shape!r}.")
         if dtype not in (*_FLOATS, *_INTS, "string"):
             raise DataError(f"{source}: {role}.{name}.dtype: expected a float, integer or "
                             f"string type; received {dtype!r}.")
         out.append(_Feature(str(name), str(item.get("key", name)), tuple(shape), dtype,
-                            bool(item.get("varlen", False))))
+                            varlen))
     return out
 
 
