@@ -20,9 +20,8 @@ the records of every file, in file order (the files sorted, as for ``tfrecord``)
 - **validation_split** picks records as in-memory data picks rows (the same seeded choice
   of indices), so it is the same records every epoch.
 
-The batches are a ``tf.data`` pipeline (the reads are a ``tf.numpy_function``), parsed by
-``kexp.data.stream``'s pipeline as other streams' are, so both loops, distribution strategies
-and ``--smoke`` take them as they take other streamed data.
+The batches are a ``tf.data`` pipeline (the reads are a ``tf.numpy_function``), so both
+loops, distribution strategies and ``--smoke`` take them as they take other streamed data.
 Grain and ``array_record`` are imported only here, when such a dataset is loaded.
 """
 
