@@ -2,7 +2,7 @@
 
     python bench/files.py            # full: 3,000 images, 100,000 records, 5 repetitions,
                                      # an RSS set 5x the peak of a small run (a few GB)
-    python bench/files.py --quick    # under a minute: small sets, two repetitions
+    python bench/files.py --quick    # about a minute: small sets, two repetitions
 
 Three figures, each in one run of this script:
 
