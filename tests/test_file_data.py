@@ -250,6 +250,8 @@ def test_bad_records_and_rows_fail_the_run_naming_file_and_record(kexp, table, t
     assert "table.csv: row 151, column 'f1'" in result.stderr and "is not a number" in \
         result.stderr
     assert "Traceback" not in result.stderr
+    failed = info(only_run(tmp_path / "r2"))
+    assert failed["status"] == "failed" and "table.csv: row 151" in failed["reason"]
 
 
 @pytest.mark.parametrize(("features", "words"), [
