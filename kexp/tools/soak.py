@@ -20,7 +20,7 @@ everything is removed when all pass), exit code 1 on any failure.
 
 It lives in the package beside ``kexp.tools.smoke`` rather than under ``tests/``: ``make
 soak`` runs it on an installed kexp without pytest, and the test suite runs a short version
-of it (``run_soak(10, in_process=True)``) and reuses its file checks (``file_problems``).
+of it (``run_soak(4, in_process=True)``) and reuses its file checks (``file_problems``).
 """
 
 from __future__ import annotations
