@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -71,7 +70,11 @@ def cluster(tmp_path: Path):
     plugin = tmp_path / "steplog.py"
     plugin.write_text(STEP_LOG_PLUGIN)
     steplog = tmp_path / "steps"
-    env = {**os.environ, "STEPLOG": str(steplog), "PYTHONPATH": str(REPO)}
+    # A temporary folder of their own: the test finds the workers' scratch folders there, not
+    # those of a test running beside it.
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "STEPLOG": str(steplog), "PYTHONPATH": str(REPO),
+           "TMPDIR": str(tmp_path / "tmp")}
     procs: list[subprocess.Popen] = []
 
     class Cluster:
@@ -116,8 +119,9 @@ def cluster(tmp_path: Path):
                 pass
 
 
-def _worker_temp_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("kexp-worker*")}
+def _worker_temp_dirs(cluster) -> set[str]:
+    """The scratch folders of non-chief workers in the cluster's temporary folder."""
+    return {p.name for p in (cluster.tmp / "tmp").glob("kexp-worker*")}
 
 
 def _run_dir(out: str, cwd: Path | None = None) -> Path:
@@ -236,19 +240,18 @@ def test_mirrored_on_two_cpus_gives_the_default_strategys_weights_in_both_loops(
 
 
 def _weights(path: Path) -> list[np.ndarray]:
-    code = ("import sys, json, keras; m = keras.saving.load_model(sys.argv[1]); "
-            "print(json.dumps([w.tolist() for w in m.get_weights()]))")
-    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return [np.asarray(w) for w in json.loads(result.stdout.strip().splitlines()[-1])]
+    """The saved model's weights, read in this process (a fresh process per model cost a
+    TensorFlow start-up each)."""
+    import keras
+
+    return [np.asarray(w) for w in keras.saving.load_model(path, compile=False).get_weights()]
 
 
 # --------------------------------------------------------------------------- multi_worker
 
 
 def test_two_local_workers_train_digits_like_one_worker(cluster):
-    before = _worker_temp_dirs()
+    before = _worker_temp_dirs(cluster)
     common = ["--plugin", cluster.plugin, "--set", "train.epochs=3",
               "--set", "train.callbacks=[{type: StepLog}]", "--runs-dir"]
     code, out = cluster.run(CONFIGS / "digits_mlp.yaml", *common, "runs1",
@@ -271,14 +274,14 @@ def test_two_local_workers_train_digits_like_one_worker(cluster):
     assert info["status"] == "completed"
     assert info["cluster"]["num_workers"] == 2 and len(info["cluster"]["workers"]) == 2
     assert not (run_dir / "checkpoints" / "preemption").exists()
-    assert _worker_temp_dirs() <= before
+    assert _worker_temp_dirs(cluster) <= before
     # Both workers ran every step once.
     expected = [(e, b) for e in range(3) for b in range(DIGITS_STEPS)]
     assert cluster.steps(0) == expected and cluster.steps(1) == expected
 
 
 def test_sigterm_to_one_worker_then_resume_runs_each_step_once(cluster):
-    before = _worker_temp_dirs()
+    before = _worker_temp_dirs(cluster)
     proc = cluster.start(CONFIGS / "digits_mlp.yaml", "--plugin", cluster.plugin,
                          "--runs-dir", "runs", "--set", "train.epochs=2",
                          "--set", "train.callbacks=[{type: StepLog, sleep: 0.03}]",
@@ -319,4 +322,4 @@ def test_sigterm_to_one_worker_then_resume_runs_each_step_once(cluster):
     assert code == 0, out[-3000:]
     whole = read_history(_run_dir(out, cluster.tmp), numbers=True)
     assert [row["val_loss"] for row in history] == [row["val_loss"] for row in whole]
-    assert _worker_temp_dirs() <= before
+    assert _worker_temp_dirs(cluster) <= before
