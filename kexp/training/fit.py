@@ -129,7 +129,11 @@ def _finish(run: Run, model: Any, job: Job, history: Any, seconds: float) -> Non
 
     save_model(model, run.file("model.keras"))
     ran = len(history.epoch) if history is not None else 0
-    metrics = _final_metrics(run, history if ran else None)
+    restored = _restored_epoch(job.callbacks)
+    metrics = _final_metrics(run, history if ran and restored is None else None,
+                             restored[0] if restored else None)
+    if restored is not None:
+        metrics["restored_by"] = restored[1]
     if job.test_ds is not None:
         metrics["test"] = _evaluate_test(model, job)
     run.write_json("metrics.json", metrics)
@@ -143,20 +147,43 @@ def _finish(run: Run, model: Any, job: Job, history: Any, seconds: float) -> Non
         shutil.rmtree(run.file("checkpoints/preemption"), ignore_errors=True)
 
 
-def _final_metrics(run: Run, history: Any) -> dict[str, dict[str, float]]:
-    """The last epoch's train and validation metrics: from this process's ``History``, or,
-    when nothing trained in this process (None), from the last row of ``history.csv``."""
+def _final_metrics(run: Run, history: Any, epoch: int | None = None) -> dict[str, Any]:
+    """The train and validation metrics of the epoch whose weights the model holds, and that
+    epoch (0-based, as in history.csv): the last one, from this process's ``History``; or,
+    when nothing trained in this process (``history`` None) or ``epoch`` names an earlier
+    epoch whose weights a callback restored, from that row of ``history.csv``."""
     from kexp.training.callbacks import read_history
 
     if history is not None:
         last = {k: float(v[-1]) for k, v in history.history.items() if v}
+        epoch = int(history.epoch[-1])
     else:
         rows = read_history(run.file("history.csv"))
-        last = {k: float(v) for k, v in (rows[-1] if rows else {}).items() if k != "epoch"}
-    return {
+        row = next((r for r in rows if epoch is not None and int(r["epoch"]) == epoch),
+                   rows[-1] if rows else {})
+        epoch = int(row["epoch"]) if "epoch" in row else None
+        last = {k: float(v) for k, v in row.items() if k not in ("epoch", "phase")}
+    metrics: dict[str, Any] = {
         "train": {k: v for k, v in last.items() if not k.startswith("val_")},
         "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_")},
     }
+    if epoch is not None:
+        metrics["epoch"] = epoch
+    return metrics
+
+
+def _restored_epoch(callbacks: list) -> tuple[int, str] | None:
+    """The epoch whose weights a callback put back at the end of training
+    (``EarlyStopping(restore_best_weights=True)``), and which callback: None when the model
+    holds the last epoch's weights."""
+    import keras
+
+    for callback in callbacks:
+        if (isinstance(callback, keras.callbacks.EarlyStopping)
+                and callback.restore_best_weights and callback.best_weights is not None):
+            return int(callback.best_epoch), (f"EarlyStopping(monitor={callback.monitor}, "
+                                              "restore_best_weights=True)")
+    return None
 
 
 def _evaluate_test(model: Any, job: Job) -> dict[str, float]:
