@@ -14,14 +14,25 @@ import os
 import sys
 from collections.abc import Iterator
 
-__all__ = ["import_tensorflow", "quiet_tensorflow_start"]
+__all__ = ["import_tensorflow", "muted_stderr", "quiet_tensorflow_start"]
 
 
 @contextlib.contextmanager
 def quiet_tensorflow_start() -> Iterator[None]:
     """Mute fd 2 while the body runs, if TensorFlow has not been imported yet (the body may
     import it: a plugin that imports Keras)."""
-    if "tensorflow" in sys.modules or os.environ.get("KEXP_TF_VERBOSE"):
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    with muted_stderr():
+        yield
+
+
+@contextlib.contextmanager
+def muted_stderr() -> Iterator[None]:
+    """Point fd 2 at /dev/null while the body runs (TensorFlow's C++ notices, such as TFLite's
+    "Created TensorFlow Lite XNNPACK delegate for CPU"); ``KEXP_TF_VERBOSE=1`` keeps it."""
+    if os.environ.get("KEXP_TF_VERBOSE"):
         yield
         return
     try:

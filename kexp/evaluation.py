@@ -238,10 +238,11 @@ def evaluate_run(run_dir: Path, checkpoint: str = "final", split: str | None = N
     if not getattr(model, "compiled", False):
         raise DataError(f"{file}: the model was saved without its compile settings (loss, "
                         "metrics), so it cannot be evaluated.")
-    from kexp.data.checks import check_against_model
+    from kexp.data.checks import check_against_model, match_input_structure
     from kexp.data.pipeline import eval_dataset
 
     check_against_model(splits, model)
+    match_input_structure(splits, model)
     result = model.evaluate(eval_dataset(chosen, batch_size=cfg.data.batch_size), verbose=0,
                             return_dict=True)
     metrics = {k: float(v) for k, v in result.items()}

@@ -114,6 +114,7 @@ class RunRecord:
     preempted_step: int | None = None
     resumed: list[dict[str, Any]] = field(default_factory=list)
     class_names: list[str] | None = None  # a folder dataset's classes, for kexp predict
+    class_weight: dict[str, float] | None = None  # train.class_weight as used (balanced: computed)
     # A sweep's trial: the sweep, the epoch the pruner stopped it, its HParams session.
     sweep: dict[str, Any] | None = None
     pruned_epoch: int | None = None

@@ -77,6 +77,7 @@ def export_run(run_dir: Path, checkpoint: str = "final", fmt: str = "saved_model
         ExportCheckError: the artifact's predictions differ by more than ``TOLERANCE``;
             nothing is written.
     """
+    from kexp.data.checks import match_input_structure
     from kexp.evaluation import (
         checkpoint_file,
         find_run,
@@ -94,6 +95,7 @@ def export_run(run_dir: Path, checkpoint: str = "final", fmt: str = "saved_model
     cfg = load_run_config(run_dir)
     splits = load_run_splits(cfg)
     model = load_run_model(file, compile=False)
+    match_input_structure(splits, model)
     batch = _check_batch(splits, cfg.data.batch_size)
     specs = _input_specs(model, batch)
     names = _output_names(model, batch)
@@ -269,12 +271,15 @@ def _run_saved_model(path: Path, batch: Any, names: list[str]) -> list[Any]:
 def _run_tflite(path: Path, batch: Any, names: list[str]) -> list[Any]:
     import tensorflow as tf
 
+    from kexp._tf import muted_stderr
+
     with warnings.catch_warnings():  # "use ai_edge_litert": tf.lite is what TF 2.21 ships
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner(SIGNATURE)
-    inputs = list(interpreter.get_signature_list()[SIGNATURE]["inputs"])
-    result = runner(**_feed(batch, inputs))
+    with muted_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        runner = interpreter.get_signature_runner(SIGNATURE)
+        inputs = list(interpreter.get_signature_list()[SIGNATURE]["inputs"])
+        result = runner(**_feed(batch, inputs))
     return [result[name] for name in names]
 
 

@@ -75,6 +75,8 @@ def check_config(cfg: Config, sections: set[str] | None = None) -> list[Problem]
             problems += _check_monitors(cfg, outputs)
         if "compile" in sections:
             problems += _check_plateau_with_schedule(cfg)
+        if "model" in sections:
+            problems += _check_class_weight(cfg, outputs, "data" in sections)
         from kexp.models.applications import model_layer_names  # it imports this package
 
         problems += _check_phases(cfg, model_layer_names(cfg.model) if "model" in sections
@@ -108,8 +110,10 @@ def _check_phases(cfg: Config, names: set[str]) -> list[Problem]:
 def _check_compile(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:
     problems = check_component(cfg.compile.optimizer, (OPTIMIZERS,))
     problems += _check_per_output(cfg.compile.loss, "compile.loss", LOSSES, outputs)
-    problems += _check_per_output(cfg.compile.metrics, "compile.metrics", METRICS, outputs)
-    problems += _check_one_list_for_outputs(cfg.compile.metrics, outputs)
+    for key in ("metrics", "weighted_metrics"):
+        metrics = getattr(cfg.compile, key)
+        problems += _check_per_output(metrics, f"compile.{key}", METRICS, outputs)
+        problems += _check_one_list_for_outputs(metrics, outputs, f"compile.{key}")
     if isinstance(cfg.compile.loss_weights, dict) and outputs:
         problems += _check_output_keys(cfg.compile.loss_weights, "compile.loss_weights", outputs)
     return problems + _check_weight_count(cfg.compile.loss, cfg.compile.loss_weights)
@@ -131,16 +135,49 @@ def _check_monitors(cfg: Config, outputs: tuple[str, ...]) -> list[Problem]:
             for path, name in monitors if name not in names]
 
 
-def _check_one_list_for_outputs(metrics: Any, outputs: tuple[str, ...]) -> list[Problem]:
+def _check_one_list_for_outputs(metrics: Any, outputs: tuple[str, ...],
+                                path: str = "compile.metrics") -> list[Problem]:
     """Keras refuses one flat list of metrics for several outputs once training starts."""
     if len(outputs) < 2 or not isinstance(metrics, list) or not any(
             isinstance(m, Component) for m in metrics):
         return []
     names = ", ".join(outputs)
     example = ", ".join(f"{o}: [accuracy]" for o in outputs)
-    return [Problem("compile.metrics", f"one list of metrics for a model with {len(outputs)} "
+    return [Problem(path, f"one list of metrics for a model with {len(outputs)} "
                     f"outputs ({names}): key them by output, e.g. {{{example}}}, or give one "
                     "list per output in output order")]
+
+
+# Datasets streamed from files (``kexp.data.stream``): their labels are not in memory.
+_STREAMED = ("image_directory", "text_directory", "tfrecord")
+
+
+def _check_class_weight(cfg: Config, outputs: tuple[str, ...], data: bool) -> list[Problem]:
+    """``train.class_weight`` as Keras's ``fit`` takes it: one output, no sample weights;
+    ``balanced`` needs the training labels in memory. (Class indices are checked against
+    the model's output and the labels once they are built and read.)"""
+    weights = cfg.train.class_weight
+    if weights is None:
+        return []
+    problems = []
+    if len(outputs) > 1:
+        problems.append(Problem("train.class_weight", "class weights apply to a model with one "
+                                f"output (as in Keras's fit); this one has {len(outputs)} "
+                                f"({', '.join(outputs)}): give per-sample weights instead "
+                                "(data.sample_weight)"))
+    if data and cfg.data is not None:
+        if cfg.data.args.get("sample_weight") is not None:
+            problems.append(Problem("train.class_weight", "Keras's fit takes class weights or "
+                                    "sample weights for the training data, not both "
+                                    "(data.sample_weight is given): fold the class weights "
+                                    "into the sample weights"))
+        streamed = cfg.data.type in _STREAMED or (cfg.data.type == "csv"
+                                                  and cfg.data.args.get("stream") is True)
+        if weights == "balanced" and streamed:
+            problems.append(Problem("train.class_weight", "`balanced` counts the training "
+                                    "labels, which a streamed dataset does not hold in memory; "
+                                    "give the weights per class, e.g. {0: 1.0, 1: 4.0}"))
+    return problems
 
 
 def _check_plateau_with_schedule(cfg: Config) -> list[Problem]:
@@ -160,7 +197,8 @@ def _check_unnamed_output(spec: Any) -> list[Problem]:
     return [
         Problem(f"compile.{key}", "a sequential model's output has no name to key a mapping "
                 "by: give one value (or a list); name outputs in a `type: functional` model")
-        for key in ("loss", "loss_weights", "metrics") if isinstance(getattr(spec, key), dict)
+        for key in ("loss", "loss_weights", "metrics", "weighted_metrics")
+        if isinstance(getattr(spec, key), dict)
     ]
 
 

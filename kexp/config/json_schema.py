@@ -93,7 +93,8 @@ def _add_examples(defs: dict[str, Any]) -> None:
 
     fields = {
         ("CompileSpec", "optimizer"): r.OPTIMIZERS, ("CompileSpec", "loss"): r.LOSSES,
-        ("CompileSpec", "metrics"): r.METRICS, ("TrainSpec", "callbacks"): r.CALLBACKS,
+        ("CompileSpec", "metrics"): r.METRICS, ("CompileSpec", "weighted_metrics"): r.METRICS,
+        ("TrainSpec", "callbacks"): r.CALLBACKS,
     }
     for (section, key), registry in fields.items():
         prop = defs.get(section, {}).get("properties", {}).get(key)

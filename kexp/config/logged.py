@@ -28,25 +28,36 @@ def logged_names(cfg: Config, outputs: tuple[str, ...]) -> set[str] | None:
     """Every name the run can log, or None when kexp cannot tell them all."""
     if cfg.model.kind == "class" or (cfg.model.kind == "functional" and cfg.model.class_):
         return None  # a model class may log anything from its own train_step
-    metrics = cfg.compile.metrics
-    names: set[str] = set(_ALWAYS)
+    plain = _logged_metrics(cfg.compile.metrics, outputs)
+    weighted = _logged_metrics(cfg.compile.weighted_metrics, outputs)
+    if plain is None or weighted is None:
+        return None
+    names: set[str] = set(_ALWAYS) | {f"{o}{n}" for o, n in plain}
     if len(outputs) > 1:
         names |= {f"{o}_loss" for o in outputs}
+    # Keras logs a weighted metric under its own name, or as `weighted_<name>` when an
+    # unweighted metric of that output already has it.
+    names |= {f"{o}{n}" if (o, n) not in plain else f"{o}weighted_{n}" for o, n in weighted}
+    return names | {f"val_{n}" for n in names}
+
+
+def _logged_metrics(metrics: Any, outputs: tuple[str, ...]) -> set[tuple[str, str]] | None:
+    """``(output prefix, name)`` of each metric of ``metrics`` (or ``weighted_metrics``); the
+    prefix is ``<output>_`` on a multi-output model, else ''. None when kexp cannot tell."""
+    if len(outputs) > 1:
         if metrics is not None and not isinstance(metrics, dict):
             return None  # one list for several outputs: see the per-output rule
+        pairs: set[tuple[str, str]] = set()
         for output, items in (metrics or {}).items():
             found = _metric_names(items)
             if found is None:
                 return None
-            names |= {f"{output}_{n}" for n in found}
-    else:
-        if isinstance(metrics, dict):
-            metrics = [m for v in metrics.values() for m in _as_list(v)]
-        found = _metric_names(metrics or [])
-        if found is None:
-            return None
-        names |= found
-    return names | {f"val_{n}" for n in names}
+            pairs |= {(f"{output}_", n) for n in found}
+        return pairs
+    if isinstance(metrics, dict):
+        metrics = [m for v in metrics.values() for m in _as_list(v)]
+    found = _metric_names(metrics or [])
+    return None if found is None else {("", n) for n in found}
 
 
 def _as_list(value: Any) -> list:

@@ -22,6 +22,7 @@ from pydantic import (
     PositiveInt,
     PrivateAttr,
     Tag,
+    field_validator,
     model_validator,
 )
 
@@ -279,6 +280,8 @@ class CompileSpec(Section):
     loss: _Losses | None = None
     loss_weights: _Weights | None = None
     metrics: _Metrics | None = None
+    # Keras's `weighted_metrics`: metrics weighed by the sample (or class) weights.
+    weighted_metrics: _Metrics | None = None
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     jit_compile: bool | Literal["auto"] = False
 
@@ -320,6 +323,14 @@ class PhaseSpec(Section):
     callbacks: list[Component] | None = None
 
 
+# ``{0: 1.0, 1: 5.0}`` (class index: weight >= 0) or ``balanced``.
+_ClassWeight = Annotated[
+    Annotated[dict[int, Annotated[float, Field(ge=0)]], Tag("~map")]
+    | Annotated[Literal["balanced"], Tag("~one")],
+    Discriminator(lambda v: "~map" if isinstance(v, dict) else "~one"),
+]
+
+
 class TrainSpec(Section):
     """How to train: the loop, its length, callbacks, and the artifacts kexp adds.
 
@@ -339,6 +350,17 @@ class TrainSpec(Section):
     threads: NonNegativeInt | Literal["auto"] = "auto"
     profile: ProfileSpec | None = None
     phases: Annotated[list[PhaseSpec], Field(min_length=1)] | None = None
+    class_weight: _ClassWeight | None = None
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_indices(cls, value: Any) -> Any:
+        """Keys written as text (``--set train.class_weight.1=5``, a JSON round trip) are
+        class indices too."""
+        if isinstance(value, dict):
+            return {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v
+                    for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _profile_needs_tensorboard(self):
@@ -500,4 +522,6 @@ class Config(Section):
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         if self.train.phases:
             data["train"].pop("epochs", None)
+        if isinstance(self.train.class_weight, dict):  # JSON made the class indices text
+            data["train"]["class_weight"] = dict(self.train.class_weight)
         return data

@@ -9,7 +9,8 @@ from typing import Any
 from kexp.data.splits import Arrays, Split, Splits
 from kexp.errors import DataError
 
-__all__ = ["check_against_model", "first_non_finite", "input_spec", "shapes_compatible"]
+__all__ = ["check_against_model", "first_non_finite", "input_spec", "match_input_structure",
+           "shapes_compatible"]
 
 
 def input_spec(splits: Splits) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
@@ -43,6 +44,23 @@ def check_against_model(splits: Splits, model: Any) -> None:
             if split.y is not None:
                 _check_names(split.y, graph.output_names, "outputs", "targets", graph, what)
             _check_shapes(split.x, graph, what)
+
+
+def match_input_structure(splits: Splits, model: Any) -> None:
+    """Features named by the one input of a Functional model built on a single tensor
+    (``{image: x}`` for ``Input(name="image")``) become that array, in place: it is what
+    the model takes, and Keras 3 warns on every call that a mapping "doesn't match the
+    expected structure" (it unwraps it itself). Call after ``check_against_model``."""
+    import keras
+
+    struct = None if isinstance(model, keras.Sequential) else getattr(model, "input", None)
+    if struct is None or isinstance(struct, (dict, list, tuple)):
+        return
+    for role in ("train", "validation", "test"):
+        split = getattr(splits, role)
+        if split is not None and not hasattr(split, "carve") and isinstance(split.x, dict) \
+                and len(split.x) == 1:
+            split.x = next(iter(split.x.values()))
 
 
 @dataclass(frozen=True)

@@ -207,8 +207,25 @@ def imdb(
                           source=path or "imdb")
 
 
-@DATASETS.register("npz")
-def npz(*, path: str, features: Any, targets: Any = None) -> Splits:
+def _check_sample_weight(args: dict[str, Any]) -> list[tuple[str, str]]:
+    """``sample_weight`` names one array or column, and weighs the loss against targets."""
+    weight = args.get("sample_weight")
+    if weight is None:
+        return []
+    if not isinstance(weight, (str, int)) or isinstance(weight, bool):
+        return [("sample_weight", "expected the name of one array (npz) or column (csv); "
+                 f"received {weight!r}")]
+    if args.get("targets") is None:
+        return [("sample_weight", "sample weights weigh each sample's loss: give `targets` too")]
+    if args.get("stream"):
+        return [("sample_weight", "not yet read from a streamed csv (`stream: true`); "
+                 "load the file in memory (leave `stream` out) to weigh its samples")]
+    return []
+
+
+@DATASETS.register("npz", check=_check_sample_weight)
+def npz(*, path: str, features: Any, targets: Any = None,
+        sample_weight: str | None = None) -> Splits:
     """Arrays of an ``.npz`` file (``np.savez``).
 
     Args:
@@ -216,6 +233,8 @@ def npz(*, path: str, features: Any, targets: Any = None) -> Splits:
         features: an array name, a list of names (x keyed by them: the model inputs of those
             names), or a mapping ``{input_name: array_name}``.
         targets: the same for targets; none for data to predict on.
+        sample_weight: an array of one weight per sample (``(n,)``, each >= 0): each
+            sample's loss is weighed by it, as ``model.fit(..., sample_weight=w)`` does.
 
     ```yaml
     data: {type: npz, path: tickets.npz, features: [title, text_body, tags],
@@ -225,10 +244,10 @@ def npz(*, path: str, features: Any, targets: Any = None) -> Splits:
     from kexp.data.files import load_npz
     from kexp.data.splits import Splits
 
-    return Splits(train=load_npz(path, features, targets))
+    return Splits(train=load_npz(path, features, targets, sample_weight))
 
 
-@DATASETS.register("csv")
+@DATASETS.register("csv", check=_check_sample_weight)
 def csv(
     *,
     path: str,
@@ -238,6 +257,7 @@ def csv(
     header: bool = True,
     drop_missing: bool = False,
     stream: bool = False,
+    sample_weight: str | None = None,
 ) -> Splits:
     """Numeric columns of a delimited text file (see ``kexp.data.files.load_csv``).
 
@@ -253,6 +273,9 @@ def csv(
             instead of failing.
         stream: read the file in batches through ``tf.data`` instead of loading it whole
             (``kexp.data.records``; ``path`` may then be a glob or a list of files).
+        sample_weight: a column of one weight per row (each >= 0), left out of the default
+            features: each sample's loss is weighed by it, as ``model.fit(...,
+            sample_weight=w)`` does (in-memory files only).
 
     ```yaml
     # x: the 7 numeric columns as one (n, 7) array; car names are text, left out
@@ -270,7 +293,8 @@ def csv(
         return Splits(train=csv_stream(path, features, targets, delimiter, header, drop_missing))
     from kexp.data.files import load_csv
 
-    return Splits(train=load_csv(path, features, targets, delimiter, header, drop_missing))
+    return Splits(train=load_csv(path, features, targets, delimiter, header, drop_missing,
+                                 sample_weight))
 
 
 @DATASETS.register("image_directory")

@@ -104,18 +104,21 @@ def _shape(groups, arrays: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.n
 # --------------------------------------------------------------------------- npz
 
 
-def load_npz(path: str | Path, features: Selection, targets: Selection | None = None) -> Split:
+def load_npz(path: str | Path, features: Selection, targets: Selection | None = None,
+             sample_weight: str | None = None) -> Split:
     """Read the named arrays of an ``.npz`` file (as written by ``np.savez``).
 
     ```yaml
     data: {type: npz, path: data/train.npz, features: x, targets: y}
     data: {type: npz, path: tickets.npz, features: [title, text_body, tags],
            targets: [priority, department]}
+    data: {type: npz, path: data/train.npz, features: x, targets: y, sample_weight: w}
     ```
 
     Raises:
         DataError: a missing, empty or unreadable file, an unknown array name, arrays with
-            different numbers of samples, non-numeric arrays, NaN or infinite values.
+            different numbers of samples, non-numeric arrays, NaN or infinite values, a
+            sample weight that is negative, not finite or not one number per sample.
     """
     source = display_path(path)
     archive = _open_npz(path, source)
@@ -126,8 +129,40 @@ def load_npz(path: str | Path, features: Selection, targets: Selection | None = 
         x = _read_npz_group(archive, features, "features", available, source)
         y = None if targets is None else _read_npz_group(archive, targets, "targets",
                                                          available, source)
+        w = None
+        if sample_weight is not None:
+            raw = _read_npz_group(archive, str(sample_weight), "sample_weight", available,
+                                  source)
+            w = sample_weights(raw, f"array {sample_weight!r}", source)
     _check_sample_counts(x, y, source, "array", (_label(features), _label(targets)))
-    return Split(x, y, source)
+    _check_weight_count(w, x, sample_weight, source)
+    return Split(x, y, source, w)
+
+
+def sample_weights(values: np.ndarray, what: str, source: str,
+                   rows: Sequence[int] | None = None) -> np.ndarray:
+    """One float32 weight per sample, each finite and at least 0 (``rows``: the file's row
+    number of each sample, for messages; default: the 0-based sample index)."""
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise DataError(f"{source}: {what} (sample_weight) has shape {values.shape}; expected "
+                        "one weight per sample, shape (n,).")
+    weights = values.astype(np.float32)
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        at = f"row {rows[i]}" if rows is not None else f"sample {i}"
+        raise DataError(f"{source}: {what} (sample_weight), {at}: {values[i]!r} is not a "
+                        "weight; sample weights must be finite numbers >= 0.")
+    return weights
+
+
+def _check_weight_count(w: np.ndarray | None, x: Any, name: Any, source: str) -> None:
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    if w is not None and len(w) != n:
+        raise DataError(f"{source}: sample_weight {name!r} has {len(w)} values for {n} "
+                        "samples.")
 
 
 def _open_npz(path: str | Path, source: str) -> Any:
@@ -249,8 +284,10 @@ def load_csv(
     delimiter: str | None = ",",
     header: bool = True,
     drop_missing: bool = False,
+    sample_weight: str | None = None,
 ) -> Split:
-    """Read columns of a delimited text file.
+    """Read columns of a delimited text file (``sample_weight``: a column of per-sample
+    weights, left out of the default features).
 
     ``delimiter: null`` (or ``" "``) splits on any run of whitespace, with double-quoted
     cells kept whole, as in the UCI ``auto-mpg.data`` file. Without a header, columns are
@@ -277,22 +314,30 @@ def load_csv(
     source = display_path(path)
     columns, rows = _read_table(path, delimiter, header, source)
     target_groups = None if targets is None else _groups(targets, "targets", source, True)
+    weight_groups = [] if sample_weight is None else [(None, [str(sample_weight)])]
     if features is None:
-        feature_groups = _default_features(columns, rows, target_groups, source)
+        feature_groups = _default_features(columns, rows, (target_groups or []) + weight_groups,
+                                           source)
     else:
         feature_groups = _groups(features, "features", source, True)
 
-    used = [n for g in feature_groups + (target_groups or []) for n in g[1]]
+    used = [n for g in feature_groups + (target_groups or []) + weight_groups for n in g[1]]
     for name in used:
         if name not in columns:
-            role = "features" if any(name in g[1] for g in feature_groups) else "targets"
+            role = ("features" if any(name in g[1] for g in feature_groups) else
+                    "sample_weight" if name == str(sample_weight) else "targets")
             raise _unknown(name, columns, "column", role, source)
     values, keep = _parse_columns(columns, rows, dict.fromkeys(used), drop_missing, source)
 
     x = _stack(feature_groups, values, keep, "features")
     y = None if target_groups is None else _stack(target_groups, values, keep, "targets")
+    w = None
+    if sample_weight is not None:
+        lines = [line for (line, _), kept in zip(rows, keep, strict=True) if kept]
+        w = sample_weights(values[str(sample_weight)][0][keep], f"column {str(sample_weight)!r}",
+                           source, lines)
     _check_sample_counts(x, y, source, "column", (_label(features), _label(targets)))
-    return Split(x, y, source)
+    return Split(x, y, source, w)
 
 
 def _read_table(path, delimiter, header, source) -> tuple[list[str], list[tuple[int, list[str]]]]:

@@ -187,7 +187,10 @@ def _gather(indices: tf.data.Dataset, split: Split) -> tf.data.Dataset:
     """Index-vector batches -> data batches, gathering from tensors held in memory."""
     import tensorflow as tf
 
-    data: Any = split.x if split.y is None else (split.x, split.y)
+    # ``(x, y, sample_weight)`` batches with per-sample weights, as Keras's fit takes them.
+    data: Any = (split.x if split.y is None else
+                 (split.x, split.y) if getattr(split, "w", None) is None else
+                 (split.x, split.y, split.w))
     tensors = tf.nest.map_structure(tf.convert_to_tensor, data)
 
     def grab(i: tf.Tensor, arrays: Any) -> Any:

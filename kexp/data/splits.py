@@ -28,11 +28,13 @@ class Split:
         x: one array, or arrays keyed by model input name.
         y: one array, arrays keyed by model output name, or None (data to predict on).
         source: what the data came from, for messages (``"data/train.npz"``).
+        w: one weight per sample (``sample_weight:``), or None: every sample weighs 1.
     """
 
     x: Arrays
     y: Arrays | None = None
     source: str = ""
+    w: np.ndarray | None = None
 
     def __len__(self) -> int:
         return num_samples(self.x)
@@ -65,7 +67,8 @@ def take(split: Split, indices: np.ndarray, source: str | None = None) -> Split:
             return {name: array[indices] for name, array in arrays.items()}
         return arrays[indices]
 
-    return Split(pick(split.x), pick(split.y), split.source if source is None else source)
+    return Split(pick(split.x), pick(split.y), split.source if source is None else source,
+                 pick(split.w))
 
 
 def assemble(

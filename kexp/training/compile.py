@@ -37,6 +37,7 @@ def compile_model(model: Any, spec: CompileSpec, *, steps_per_epoch: int,
         loss=_per_output(spec.loss, LOSSES),
         loss_weights=spec.loss_weights,
         metrics=_per_output(spec.metrics, METRICS),
+        weighted_metrics=_per_output(spec.weighted_metrics, METRICS),
         steps_per_execution=steps_per_execution(spec, steps_per_epoch, every_batch, aligned),
         jit_compile=spec.jit_compile,
     )

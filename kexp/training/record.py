@@ -44,7 +44,15 @@ def record_start(cfg: Config, options: TrainOptions, run: Run, model: Any, split
         epochs_completed=0,
         cluster=cluster_info(cfg, strategy) if strategy is not None else None,
         class_names=getattr(splits.train, "class_names", None) or None,
+        class_weight=_recorded_class_weight(cfg, model, splits),
     ).with_extra(options.info))
+
+
+def _recorded_class_weight(cfg: Config, model: Any, splits: Any) -> dict[str, float] | None:
+    from kexp.training.weights import class_weights
+
+    weights = class_weights(cfg, model, splits)
+    return None if weights is None else {str(k): v for k, v in sorted(weights.items())}
 
 
 def record_resume(cfg: Config, options: TrainOptions, run: Run, extended: bool,

@@ -92,12 +92,13 @@ def seed_everything(cfg: Config) -> None:
 
 def data_and_model(cfg: Config) -> tuple[Any, Any]:
     """The data splits, and the model built, checked against them and adapted."""
-    from kexp.data.checks import check_against_model
+    from kexp.data.checks import check_against_model, match_input_structure
     from kexp.data.load import load_data
     from kexp.data.stream import adapt_source
     from kexp.models.build import adapt_layers, build_model
     from kexp.training.phases import check_freeze_names
     from kexp.training.threads import configure_threads
+    from kexp.training.weights import class_weights
 
     splits = load_data(cfg)
     configure_threads(cfg.train.threads, cfg.data.batch_size, splits.train.x)
@@ -111,6 +112,8 @@ def data_and_model(cfg: Config) -> tuple[Any, Any]:
     _ensure_built(cfg, model, splits.train)
     adapt_layers(model, [a for a in adaptations if a.source is not None],
                  adapt_source(splits.train))
+    match_input_structure(splits, model)
+    class_weights(cfg, model, splits)  # checked against the model and labels now
     return splits, model
 
 
@@ -161,7 +164,7 @@ def prepare(cfg: Config, options: TrainOptions, run: Run, model: Any, splits: An
     start = resumed.start if resumed else 0
     epochs = planned_epochs(cfg, options)
     phase = phase or _starting_phase(cfg, options, run, model, resumed)
-    data = _datasets(cfg, options, splits, start, phase.phase.end, strategy)
+    data = _datasets(cfg, options, splits, start, phase.phase.end, strategy, model)
     dist = plan_distribution(cfg, strategy, run, source, data.steps, start, bool(resumed))
     if dist is not None and dist.initial_step:
         from kexp.training.distribute import skip_steps
@@ -238,8 +241,9 @@ class _Datasets:
 
 
 def _datasets(cfg: Config, options: TrainOptions, splits: Any, start: int, epochs: int,
-              strategy: Any) -> _Datasets:
+              strategy: Any, model: Any) -> _Datasets:
     from kexp.data.pipeline import eval_dataset, train_dataset
+    from kexp.training.weights import class_weights, table_size, with_class_weights
 
     steps = SMOKE_STEPS if options.smoke else cfg.train.steps_per_epoch
     batch, shuffle = cfg.data.batch_size, bool(cfg.data.shuffle)
@@ -264,6 +268,9 @@ def _datasets(cfg: Config, options: TrainOptions, splits: Any, start: int, epoch
         train_ds, steps = train_dataset(splits.train, batch_size=batch, seed=cfg.seed,
                                         shuffle=shuffle, epochs=epochs,
                                         initial_epoch=min(start, epochs), steps_per_epoch=steps)
+    weights = class_weights(cfg, model, splits)
+    if weights is not None:  # as Keras's fit(class_weight=...): training batches only
+        train_ds = with_class_weights(train_ds, weights, table_size(weights, model, splits))
     eval_steps = SMOKE_STEPS if options.smoke else None
     val_ds, test_ds = (eval_dataset(split, batch_size=batch, steps=eval_steps)
                        if split is not None else None
