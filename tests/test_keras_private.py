@@ -115,3 +115,30 @@ def test_import_restart_event_writes_a_session_start_at_the_step(tmp_path):
     starts = [e for e in events if e.HasField("session_log")]
     assert [(e.step, e.session_log.status) for e in starts] == [
         (3, event_pb2.SessionLog.START)] * 2
+
+
+def test_compiled_loss_and_metrics_are_what_compile_makes():
+    model = _model()
+    x, y = _data()
+    w = np.linspace(0.5, 2.0, 8).astype("float32")
+    ref = model.evaluate(x, y, sample_weight=w, batch_size=8, verbose=0, return_dict=True)
+    pred = model(x, training=False)
+    loss = private.compiled_loss("sparse_categorical_crossentropy", ["dense"])
+    assert float(loss(tf.constant(y), pred, tf.constant(w))) == pytest.approx(ref["loss"])
+    metrics = private.compiled_metrics(None, ["accuracy"], ["dense"])
+    metrics.update_state(tf.constant(y), pred, tf.constant(w))
+    assert float(metrics.result()["accuracy"]) == pytest.approx(
+        float(np.sum(w * (np.argmax(pred, -1) == y)) / np.sum(w)))
+
+
+def test_names_kept_puts_keras_name_counters_back():
+    first = keras.metrics.AUC().name
+    with private.names_kept():
+        assert keras.metrics.AUC().name != first
+    after = keras.metrics.AUC().name
+    third = keras.metrics.AUC().name
+    assert after != third and after.rsplit("_", 1)[0] == "auc"
+    with private.names_kept():
+        keras.metrics.AUC()
+        keras.metrics.AUC()
+    assert keras.metrics.AUC().name == f"auc_{int(third.rsplit('_', 1)[1]) + 1}"

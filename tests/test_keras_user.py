@@ -5,6 +5,9 @@ end to end through the real `kexp` command, as a Keras user writes configs and p
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -200,17 +203,65 @@ train: {epochs: 1}
 
 
 @pytest.mark.parametrize("loop", ["fit", "custom"])
-def test_tensorflow_op_message_reaches_stderr_and_run_json(tmp_path, loop):
+def test_a_loss_that_cannot_take_the_data_is_a_config_error_before_the_run(kexp, tmp_path,
+                                                                          loop):
+    """The start-up probe runs one batch through the loss: exit 2 with TensorFlow's own
+    message, the output, the targets and the loss's line; no run directory."""
     config = tmp_path / "shape.yaml"
     config.write_text(textwrap.dedent(SHAPE_MISTAKE).lstrip())
-    result = run_kexp("train", config, "--runs-dir", tmp_path, "-q", "--set",
-                      f"train.loop={loop}")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    result = kexp("train", config, "--runs-dir", tmp_path / "runs", "-q", "--set",
+                  f"train.loop={loop}")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert "Incompatible shapes" in result.stderr, result.stderr
-    assert "mse" in result.stderr.splitlines()[-2]  # the node names the loss
-    run = next(p for p in (tmp_path / "shape").iterdir() if (p / "run.json").is_file())
-    record = read_run_json(run)
-    assert record["status"] == "failed" and "Incompatible shapes" in record["reason"]
+    assert "compile.loss" in result.stderr and "shape.yaml:6:" in result.stderr
+    assert "'mse'" in result.stderr and "shape (32, 2)" in result.stderr
+    assert "the targets of digits" in result.stderr and "shape (32,)" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sparse_crossentropy_on_one_hot_targets_names_the_output_and_its_loss(kexp, tmp_path):
+    config = tmp_path / "tickets.yaml"
+    text = textwrap.dedent(TICKETS % ("val_loss", "val_loss")).lstrip()
+    config.write_text(text.replace("department: categorical_crossentropy",
+                                   "department: sparse_categorical_crossentropy").replace(
+        "num_samples: 64,", "num_samples: 64, vocabulary_size: 100, num_tags: 10,"))
+    result = kexp("train", config, "--runs-dir", tmp_path / "runs", "-q")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert "compile.loss.department" in result.stderr and "tickets.yaml:12:" in result.stderr
+    assert "output 'department'" in result.stderr
+    assert "'sparse_categorical_crossentropy'" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+SINGLE_INPUT = """
+data: {type: npz, path: points.npz, features: {points: x}, targets: y, validation_split: 0.25}
+model:
+  type: functional
+  inputs: [{name: points, shape: [3]}]
+  layers: [{type: Dense, units: 2, activation: softmax, name: label}]
+  outputs: [label]
+compile: {optimizer: adam, loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+train: {epochs: 1}
+"""
+
+
+def test_a_run_prints_no_keras_structure_warning_nor_tensorflow_probe_lines(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype("float32")
+    np.savez(tmp_path / "points.npz", x=x, y=(x[:, 0] > 0).astype("int64"))
+    config = tmp_path / "single.yaml"
+    config.write_text(textwrap.dedent(SINGLE_INPUT).lstrip())
+    # as a user's shell has it: no TF_CPP_MIN_LOG_LEVEL (the test session sets one)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kexp.cli.app", "train", str(config), "--runs-dir",
+         str(tmp_path / "runs")], cwd=tmp_path, capture_output=True, text=True, env=env,
+        timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert read_run_json(run_dir_of(result))["status"] == "completed"
+    for noise in ("UserWarning", "doesn't match the expected structure", "cuda", "CUDA",
+                  "cuDNN", "TF-TRT", "absl", "oneDNN", "Traceback"):
+        assert noise not in result.stderr, result.stderr
 
 
 def test_validate_rejects_one_metric_list_for_two_outputs_and_plateau_with_a_schedule(

@@ -20,6 +20,11 @@ somewhere inside a training run.
   ``TensorBoard``'s writers and flags (flushing, restart markers, skipping per-batch calls).
 - ``import_restart_event``: ``summary_ops_v2.import_event`` and ``event_pb2``, to write a raw
   ``SessionLog.START`` event.
+- ``compiled_loss``, ``compiled_metrics``: ``compile``'s own ``CompileLoss`` and
+  ``CompileMetrics`` (``keras.src.trainers.compile_utils``), made apart from any model, for
+  the start-up probe of one batch (``kexp.training.probe``).
+- ``names_kept``: Keras's global name counters (``object_name_uids``), put back after the
+  probe, so its metric objects do not rename the run's (a second ``AUC`` logs ``auc_1``).
 
 Public API is used wherever it exists: ``Model.compute_loss`` (not ``_compute_loss``), and
 the loss un-scaling under a strategy is written with ``tf.distribute`` (not
@@ -28,6 +33,8 @@ the loss un-scaling under a strategy is written with ``tf.distribute`` (not
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,9 @@ __all__ = [
     "tensorboard_epoch_only",
     "write_pending_train_graph",
     "import_restart_event",
+    "compiled_loss",
+    "compiled_metrics",
+    "names_kept",
 ]
 
 # Private counters of Keras callbacks that a resumed run must put back: ``ModelCheckpoint``'s
@@ -150,3 +160,36 @@ def import_restart_event(writer: Any, step: int, wall_time: float) -> None:
         summary_ops_v2.import_event(record)
         summary_ops_v2.import_event(record)
     writer.flush()
+
+
+def compiled_loss(loss: Any, output_names: list[str] | None) -> Any:
+    """The ``CompileLoss`` that ``model.compile(loss=loss)`` makes: called as ``(y_true,
+    y_pred, sample_weight)``, it returns the loss ``fit`` would compute."""
+    from keras.src.trainers.compile_utils import CompileLoss
+
+    return CompileLoss(loss, output_names=output_names)
+
+
+def compiled_metrics(metrics: Any, weighted_metrics: Any, output_names: list[str] | None) -> Any:
+    """The ``CompileMetrics`` that ``model.compile(metrics=..., weighted_metrics=...)`` makes;
+    ``update_state(y_true, y_pred, sample_weight)`` as ``fit`` calls it."""
+    from keras.src.trainers.compile_utils import CompileMetrics
+
+    return CompileMetrics(metrics, weighted_metrics, output_names=output_names)
+
+
+@contextmanager
+def names_kept() -> Iterator[None]:
+    """Keras objects made inside do not count for the names of those made after (Keras names
+    an unnamed metric ``auc``, the next one ``auc_1``, from a global counter)."""
+    from keras.src.backend.common import global_state
+
+    counters = global_state.get_global_attribute("object_name_uids")
+    saved = dict(counters) if counters is not None else None
+    try:
+        yield
+    finally:
+        counters = global_state.get_global_attribute("object_name_uids")
+        if counters is not None:
+            counters.clear()
+            counters.update(saved or {})

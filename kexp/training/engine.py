@@ -1,7 +1,8 @@
 """``kexp train``: a checked config becomes a trained model and a run directory.
 
 The pipeline, in order: ``setup.seed_everything`` (threads, seeds),
-``distribute.start_strategy``, ``setup.data_and_model`` (nothing written yet), the run
+``distribute.start_strategy``, ``setup.data_and_model`` (nothing written yet),
+``probe.probe_batch`` (one batch through the losses and metrics; not on ``--resume``), the run
 directory, ``setup.prepare`` (datasets, compile, callbacks: a ``Job``), ``record`` (run.json),
 ``fit.fit`` (the loop, then the run's end). Both loops share every step; only the loop itself
 differs (``model.fit`` or ``fit_custom``).
@@ -48,6 +49,7 @@ from kexp.output import notice
 from kexp.runs import Run
 from kexp.training import distribute as dist
 from kexp.training.fit import fit
+from kexp.training.probe import probe_batch
 from kexp.training.record import record_resume, record_start
 from kexp.training.setup import (
     Resumed,
@@ -73,6 +75,8 @@ def train(cfg: Config, options: TrainOptions | None = None) -> Run:
     strategy = dist.start_strategy(cfg)
     with dist.strategy_scope(strategy):
         splits, model = data_and_model(cfg)
+        if strategy is None:  # one batch through the losses and metrics: a mistake is exit 2
+            probe_batch(cfg, model, splits)
         runs_dir = Path(cfg.runs_dir) / ("_smoke" if options.smoke else "")
         chief = dist.writes_run(cfg)
         # The directory appears with its config and run.json, or not at all: a kill at any
