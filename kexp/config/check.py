@@ -149,7 +149,7 @@ def _check_one_list_for_outputs(metrics: Any, outputs: tuple[str, ...],
 
 
 # Datasets streamed from files (``kexp.data.stream``): their labels are not in memory.
-_STREAMED = ("image_directory", "text_directory", "tfrecord")
+_STREAMED = ("image_directory", "text_directory", "tfrecord", "array_record")
 
 
 def _check_class_weight(cfg: Config, outputs: tuple[str, ...], data: bool) -> list[Problem]:
