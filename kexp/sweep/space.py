@@ -182,6 +182,11 @@ def history_columns(cfg: Config) -> set[str]:
     columns = {"loss"} | names
     for out in outputs:
         columns |= {f"{out}_loss"} | {f"{out}_{n}" for n in per_output.get(out, names)}
+    if cfg.compile.weighted_metrics is not None:  # named as kexp validate derives them
+        from kexp.config.logged import logged_names
+
+        columns |= {n for n in logged_names(cfg, model_output_names(cfg.model)) or ()
+                    if not n.startswith("val_") and n != "learning_rate"}
     if cfg.data.validation_split is not None or cfg.data.validation is not None:
         columns |= {f"val_{c}" for c in columns}
     return columns
