@@ -128,3 +128,10 @@ def test_paths_round_trip():
     path = ("model", "layers", 2, "units")
     assert format_path(path) == "model.layers[2].units"
     assert parse_path("model.layers[2].units") == path
+
+
+def test_a_data_cache_file_is_relative_to_the_config_and_memory_is_not_a_file(write, tmp_path):
+    path = write("nested/c.yaml", "data: {type: csv, path: x.csv, stream: true, cache: c/t}\n")
+    assert load_merged(path).data["data"]["cache"] == str((tmp_path / "nested/c/t").resolve())
+    path = write("nested/m.yaml", "data: {type: csv, path: x.csv, cache: memory}\n")
+    assert load_merged(path).data["data"]["cache"] == "memory"

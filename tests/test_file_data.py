@@ -501,3 +501,17 @@ def test_varlen_lists_are_padded_per_batch_and_their_shape_may_be_null():
         _features({"seq": {"shape": [None], "dtype": "int64"}}, "features", "d")
     with pytest.raises(DataError, match="seq.varlen: expected true or false; received 'on1'"):
         _features({"seq": {"varlen": "on1"}}, "features", "d")
+
+
+def test_a_cache_file_gets_its_folder_and_a_folder_is_not_a_cache_file(tmp_path):
+    from types import SimpleNamespace
+
+    from kexp.data.load import _cache_folder
+    from kexp.errors import DataError
+
+    data = SimpleNamespace(args={}, where="c.yaml:4:3", path="data")
+    _cache_folder(str(tmp_path / "a" / "b" / "train"), data)
+    assert (tmp_path / "a" / "b").is_dir() and not (tmp_path / "a" / "b" / "train").exists()
+    with pytest.raises(DataError, match=r"^c.yaml:4:3: data: cache: .* is a folder; name a "
+                                        r"file in it"):
+        _cache_folder(str(tmp_path / "a"), data)

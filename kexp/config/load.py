@@ -473,6 +473,8 @@ def _is_path_key(path: PathT) -> bool:
     last = path[-1] if path else ""
     if path[:1] == ("data",) and isinstance(last, int) and path[-2:-1] == ("path",):
         return True  # `path: [a.tfrecord, b.tfrecord]`
+    if path == ("data", "cache"):
+        return True  # a cache file (`memory` is not one: see _resolve_relative_paths)
     if path[:1] == ("data",) and isinstance(last, str):
         return last == "path" or last.endswith("_path")
     if last == "weights" and (path == ("model", "weights") or path[:2] == ("model", "layers")
@@ -494,6 +496,8 @@ def _resolve_relative_paths(value: Any, base_dir: Path, path: PathT = ()) -> Non
             if child == ("model", "base") and not (base_dir / item).exists():
                 # a run directory is usually named from where `kexp` runs (runs/<name>/...)
                 value[key] = str(Path(item).resolve())
+            elif child == ("data", "cache") and item == "memory":
+                pass
             elif child[0] != "plugins" or item.endswith(".py"):
                 value[key] = str((base_dir / item).resolve())
         else:

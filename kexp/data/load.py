@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from kexp.components import build
@@ -42,6 +44,9 @@ def _stream_options(splits: Splits, data: Any) -> None:
     from kexp.data.stream import check_cache, is_stream, use_streams
 
     cache = check_cache(data.cache)
+    if cache not in (None, "memory") and any(is_stream(getattr(splits, role))
+                                             for role in ("train", "validation", "test")):
+        _cache_folder(cache, data)
     streams = []
     for role, comp in (("train", data), ("validation", data.validation or data),
                        ("test", data.test or data)):
@@ -54,6 +59,17 @@ def _stream_options(splits: Splits, data: Any) -> None:
                 split.count  # noqa: B018
             streams.append(split)
     use_streams(streams)
+
+
+def _cache_folder(cache: str, data: Any) -> None:
+    """A cache file's folder is made (``tf.data`` would fail on the first batch without it);
+    a cache that names a folder is a config error: it is a file-name prefix."""
+    target = Path(cache)
+    if target.is_dir() or cache.endswith(("/", os.sep)):
+        with _located(data):
+            raise DataError(f"cache: {cache} is a folder; name a file in it (a prefix of "
+                            f"tf.data's cache files), e.g. {target / 'train'}.")
+    target.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _load(comp: Component, seed: int, skip: tuple[str, ...] = ()) -> Splits:
