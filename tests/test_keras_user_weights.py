@@ -282,3 +282,24 @@ def test_metrics_json_scores_the_weights_early_stopping_restored(kexp, tmp_path,
         assert metrics["validation"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     assert metrics["validation"]["loss"] != pytest.approx(rows[1]["val_loss"], rel=1e-4)
     assert read_run_json(run)["final_metrics"] == metrics
+
+
+def test_class_weights_on_streamed_data_in_both_loops(kexp, tmp_path):
+    """A streamed csv takes class weights as a mapping (Keras's map on each batch); fit and
+    the custom loop log the same weighted history."""
+    from tests.conftest import CONFIGS
+
+    runs = {}
+    for loop in ("fit", "custom"):
+        result = kexp("train", CONFIGS / "csv_stream.yaml", "--runs-dir", tmp_path, "-q",
+                      "--set", "train.epochs=1", "--set", f"train.loop={loop}",
+                      "--set", "train.class_weight={0: 1.0, 2: 4.0}",
+                      "--set", "compile.weighted_metrics=[accuracy]")
+        assert result.exit_code == 0, result.stderr
+        runs[loop] = run_dir_of(result)
+    rows = {loop: read_history(run, numbers=True) for loop, run in runs.items()}
+    assert_rows_equal(rows["fit"], rows["custom"])
+    row = rows["fit"][0]
+    assert row["weighted_accuracy"] != pytest.approx(row["accuracy"], rel=1e-3)
+    assert row["val_weighted_accuracy"] == pytest.approx(row["val_accuracy"], rel=1e-6)
+    assert read_run_json(runs["custom"])["class_weight"] == {"0": 1.0, "2": 4.0}
