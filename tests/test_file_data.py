@@ -515,3 +515,17 @@ def test_a_cache_file_gets_its_folder_and_a_folder_is_not_a_cache_file(tmp_path)
     with pytest.raises(DataError, match=r"^c.yaml:4:3: data: cache: .* is a folder; name a "
                                         r"file in it"):
         _cache_folder(str(tmp_path / "a"), data)
+
+
+def test_a_model_without_input_shapes_is_built_on_the_first_streamed_batch(tmp_path):
+    from kexp.config import load_config
+    from kexp.training.setup import data_and_model
+
+    rows = "\n".join(f"{i},{i % 3},{i % 2}" for i in range(12))
+    (tmp_path / "t.csv").write_text(f"a,b,y\n{rows}\n")
+    (tmp_path / "c.yaml").write_text(
+        "data: {type: csv, path: t.csv, stream: true, targets: y, batch_size: 4}\n"
+        "model: {type: sequential, layers: [{type: Dense, units: 3}]}\n"
+        "compile: {optimizer: adam, loss: mse}\n")
+    _, model = data_and_model(load_config(tmp_path / "c.yaml"))
+    assert model.built and model.count_params() == 2 * 3 + 3

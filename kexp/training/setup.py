@@ -126,7 +126,9 @@ def _ensure_built(cfg: Config, model: Any, split: Any) -> None:
     import numpy as np
 
     from kexp.data.splits import take
+    from kexp.data.stream import is_stream
 
+    split = split.probe if is_stream(split) else split  # streamed data: its first batch
     first = take(split, np.arange(min(cfg.data.batch_size, len(split))))
     try:
         model(first.x, training=False)
