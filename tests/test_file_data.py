@@ -529,3 +529,14 @@ def test_a_model_without_input_shapes_is_built_on_the_first_streamed_batch(tmp_p
         "compile: {optimizer: adam, loss: mse}\n")
     _, model = data_and_model(load_config(tmp_path / "c.yaml"))
     assert model.built and model.count_params() == 2 * 3 + 3
+
+
+def test_a_file_given_as_the_folder_is_named_a_file(tmp_path):
+    from kexp.data.folders import image_folder as folder
+    from kexp.errors import DataError
+
+    (tmp_path / "cat.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"cat.png: is a file; `path` names the folder of class"):
+        folder(str(tmp_path / "cat.png"))
+    with pytest.raises(DataError, match="dog.png: folder not found"):
+        folder(str(tmp_path / "dog.png"))

@@ -49,7 +49,9 @@ def index_directory(directory: str, labels: Any, formats: tuple[str, ...],
     root = Path(directory)
     source = display_path(root)
     if not root.is_dir():
-        raise DataError(f"{source}: folder not found.")
+        raise DataError(f"{source}: " + (
+            "is a file; `path` names the folder of class sub-folders (kexp predict "
+            "takes single files)" if root.exists() else "folder not found."))
     if labels == "inferred":
         subdirs = sorted(p.name for p in root.iterdir()
                          if p.is_dir() and (follow_links or not p.is_symlink()))
