@@ -96,3 +96,17 @@ def _fresh_keras():
 
         if config.is_op_determinism_enabled():
             config.disable_op_determinism()
+
+
+@pytest.fixture(autouse=True)
+def _not_quiet():
+    """`--quiet` is kept in the environment (KEXP_QUIET=1, for the processes a command
+    starts): a test that ran a command with it in-process must not silence the notices of
+    the tests after it (test_determinism's "resuming ... at epoch N of 6" went missing when a
+    quiet test ran first in the same process)."""
+    before = os.environ.get("KEXP_QUIET")
+    yield
+    if before is None:
+        os.environ.pop("KEXP_QUIET", None)
+    else:
+        os.environ["KEXP_QUIET"] = before
