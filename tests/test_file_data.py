@@ -346,6 +346,55 @@ def test_streamed_validation_split_and_cache_keep_every_record_once(table, tmp_p
     assert list(tmp_path.glob("cache*"))  # the cache file was written
 
 
+def test_a_cache_lock_left_by_a_killed_run_is_removed_a_live_one_is_refused(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from kexp.data.stream import claim_cache_file
+    from kexp.errors import DataError
+
+    cache = str(tmp_path / "cache")
+    lock, writer = tmp_path / "cache_0.lockfile", tmp_path / "cache.kexp-writer"
+    lock.write_text("Created at: 0")
+    with pytest.raises(DataError, match="delete it if no run uses"):
+        claim_cache_file(cache)  # a lock kexp did not note: only the user can tell
+    assert lock.exists()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    writer.write_text(f"{ended}@{socket.gethostname()}\n")
+    claim_cache_file(cache)  # the killed run's lock goes; this process is the writer now
+    assert not lock.exists() and writer.read_text().startswith(f"{os.getpid()}@")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        writer.write_text(f"{live.pid}@{socket.gethostname()}\n")
+        lock.write_text("Created at: 0")
+        try:
+            with pytest.raises(DataError, match=f"being written by process {live.pid}"):
+                claim_cache_file(cache)
+        finally:
+            live.kill()
+    assert lock.exists()
+
+
+def test_streamed_csv_files_with_other_columns_are_refused_at_start_up(tmp_path):
+    from kexp.data.records import csv_stream
+    from kexp.errors import DataError
+
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "p1.csv").write_text("c1,c2,c3,y\n1,2,3,0\n4,5,6,1\n")
+    (tmp_path / "parts" / "p2.csv").write_text("c1,c2,c3,y\n7,8,9,0\n")
+    assert csv_stream(str(tmp_path / "parts" / "*.csv"), targets="y").columns == ["c1", "c2",
+                                                                               "c3", "y"]
+    (tmp_path / "parts" / "p3.csv").write_text("c1,c2,y\n1,2,0\n")
+    with pytest.raises(DataError, match=r"p3\.csv: the header names \['c1', 'c2', 'y'\]"):
+        csv_stream(str(tmp_path / "parts" / "*.csv"), targets="y")
+    for name, text in (("p1.csv", "1,2,3,0\n"), ("p2.csv", "4,5,6,1\n"), ("p3.csv", "1,2,0\n")):
+        (tmp_path / "parts" / name).write_text(text)
+    with pytest.raises(DataError, match=r"p3\.csv: row 1 has 3 cells; expected 4"):
+        csv_stream(str(tmp_path / "parts" / "*.csv"), targets=3, header=False)
+
+
 
 # --------------------------------------------------------------------------- configs/
 

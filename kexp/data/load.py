@@ -70,6 +70,12 @@ def _cache_folder(cache: str, data: Any) -> None:
             raise DataError(f"cache: {cache} is a folder; name a file in it (a prefix of "
                             f"tf.data's cache files), e.g. {target / 'train'}.")
     target.parent.mkdir(parents=True, exist_ok=True)
+    from kexp.data.stream import cache_lock_problem
+
+    problem = cache_lock_problem(cache)
+    if problem:
+        with _located(data):
+            raise DataError(problem)
 
 
 def _load(comp: Component, seed: int, skip: tuple[str, ...] = ()) -> Splits:

@@ -435,6 +435,8 @@ def csv_stream(path: Any, features: Any = None, targets: Any = None, delimiter: 
             raise DataError(f"{display_path(files[0])}: the file has a header but no data rows.")
     else:
         columns, rows = [str(i) for i in range(len(first[0][1]))], first
+    for file in files[1:]:
+        _check_same_columns(file, delimiter, header, columns, files[0])
     target_groups = None if targets is None else _groups(targets, "targets", source, True)
     if features is None:  # decided on the first rows
         complete = [(line, cells) for line, cells in rows if len(cells) == len(columns)]
@@ -452,6 +454,29 @@ def csv_stream(path: Any, features: Any = None, targets: Any = None, delimiter: 
     return CsvLines(source=source, files=files, header=header, delimiter=delimiter,
                     columns=columns, feature_groups=feature_groups,
                     target_groups=target_groups, integer=integer)
+
+
+def _check_same_columns(file: str, delimiter: str, header: bool, columns: list[str],
+                        first: str) -> None:
+    """Every file of a streamed csv has the first file's columns: checked at start-up from
+    each file's first row (a file with other columns would fail the run hours in)."""
+    rows = _rows(file, delimiter)
+    try:
+        row = next(rows, None)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{display_path(file)}: not a UTF-8 text file ({exc.reason}).") from None
+    finally:
+        rows.close()
+    if row is None:
+        return  # an empty file adds no rows
+    line, cells = row
+    if header and [c.strip() for c in cells] != columns:
+        raise DataError(f"{display_path(file)}: the header names {[c.strip() for c in cells]}; "
+                        f"{display_path(first)}'s names {columns}: every file of a streamed "
+                        f"csv must have the same columns, in the same order.")
+    if not header and len(cells) != len(columns):
+        raise DataError(f"{display_path(file)}: row {line} has {len(cells)} cells; expected "
+                        f"{len(columns)} (as in the first row of {display_path(first)}).")
 
 
 def _head(file: str, delimiter: str) -> list[tuple[int, list[str]]]:

@@ -215,7 +215,10 @@ class Stream:
         import tensorflow as tf
 
         dataset = self.read(tf.range(len(self.files), dtype=tf.int64), True)
-        return dataset.cache("" if self.cache == "memory" else self.cache)
+        if self.cache == "memory":
+            return dataset.cache("")
+        claim_cache_file(self.cache)
+        return dataset.cache(self.cache)
 
     def batches(self, seed: int, epoch: tf.Tensor, repeat: tf.Tensor, shuffle: bool | int,
                 batch_size: int) -> tf.data.Dataset:
@@ -472,6 +475,74 @@ def explain_failure(exc: BaseException) -> str | None:
         if where:
             return where
     return None
+
+
+def cache_lock_problem(cache: str) -> str | None:
+    """Why ``tf.data`` could not fill the cache file ``cache`` now, or None.
+
+    ``tf.data`` holds ``{cache}_N.lockfile`` while it writes a cache and removes it when the
+    cache is complete; a run killed meanwhile leaves it, and every later run (its
+    ``--resume`` too) would fail with ``AlreadyExistsError``. kexp notes the writing process
+    in ``{cache}.kexp-writer`` (``pid@host``): a lock whose writer has ended is no problem
+    (``claim_cache_file`` removes it); one held by a live process, or by a writer kexp
+    cannot check, is.
+    """
+    import os
+    import socket
+    from pathlib import Path
+
+    target = Path(cache)
+    locks = sorted(target.parent.glob(f"{target.name}_*.lockfile"))
+    if not locks:
+        return None
+    writer = Path(f"{cache}.kexp-writer")
+    pid, _, host = (writer.read_text().strip() if writer.exists() else "").partition("@")
+    if not pid.isdigit() or host != socket.gethostname():
+        return (f"cache: {locks[0]} exists: another run is writing this cache, or a run "
+                f"that was killed left it; delete it if no run uses {cache}.")
+    if _alive(int(pid)) and int(pid) != os.getpid():
+        return (f"cache: {cache} is being written by process {pid} (another run); give "
+                f"this run its own cache file.")
+    return None
+
+
+def claim_cache_file(cache: str) -> None:
+    """Make way for ``tf.data`` to fill the cache file ``cache``: a lock left by a writer
+    that has ended is removed, and this process is noted as the writer.
+
+    Raises:
+        DataError: the cache is being written by another process (``cache_lock_problem``).
+    """
+    import os
+    import socket
+    from pathlib import Path
+
+    from kexp.output import notice
+
+    problem = cache_lock_problem(cache)
+    if problem:
+        raise DataError(problem)
+    target = Path(cache)
+    locks = sorted(target.parent.glob(f"{target.name}_*.lockfile"))
+    for lock in locks:
+        lock.unlink(missing_ok=True)
+    if locks:
+        notice(f"cache: removed {locks[0].name}, left by a run that ended while writing "
+               f"{cache}; the cache is written again")
+    if not Path(f"{cache}.index").exists():
+        Path(f"{cache}.kexp-writer").write_text(f"{os.getpid()}@{socket.gethostname()}\n")
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_cache(cache: Any) -> str | None:
