@@ -377,6 +377,27 @@ def test_a_cache_lock_left_by_a_killed_run_is_removed_a_live_one_is_refused(tmp_
     assert lock.exists()
 
 
+def test_a_gzip_tfrecord_read_as_uncompressed_says_to_set_compression(tmp_path):
+    import gzip
+
+    from kexp.data.records import tfrecord_stream
+    from kexp.errors import DataError
+
+    x, y = classification_arrays(8)
+    write_tfrecords([tmp_path / "plain.tfrecord"], x, y)
+    (tmp_path / "packed.tfrecord").write_bytes(
+        gzip.compress((tmp_path / "plain.tfrecord").read_bytes()))
+    features = {"x": {"shape": [x.shape[1]], "dtype": "float32"}}
+    targets = {"y": {"shape": [], "dtype": "int64"}}
+    assert tfrecord_stream(str(tmp_path / "plain.tfrecord"), features, targets).count == 8
+    with pytest.raises(DataError, match=r"packed\.tfrecord: the file starts like a GZIP file.*"
+                                        r"compression: GZIP"):
+        tfrecord_stream(str(tmp_path / "packed.tfrecord"), features, targets).count  # noqa: B018
+    packed = tfrecord_stream(str(tmp_path / "packed.tfrecord"), features, targets,
+                             compression="GZIP")
+    assert packed.count == 8
+
+
 def test_streamed_csv_files_with_other_columns_are_refused_at_start_up(tmp_path):
     from kexp.data.records import csv_stream
     from kexp.errors import DataError

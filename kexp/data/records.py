@@ -244,6 +244,10 @@ class TFRecords(_Records):
         counts = []
         for file in self.files:
             count, truncated = _scan_tfrecord(file)
+            if truncated and _starts_like_gzip(file):
+                raise DataError(f"{display_path(file)}: the file starts like a GZIP file and "
+                                f"does not read as uncompressed TFRecords: set "
+                                f"`compression: GZIP`.")
             counts.append(count)
             if truncated:
                 self.truncated[file] = count
@@ -276,6 +280,11 @@ class TFRecords(_Records):
                 failed = position + (1 if isinstance(exc, tf.errors.DataLossError) else 0)
                 return f"{display_path(file)}: record {failed}: {_record_problem(exc)}"
         return None
+
+
+def _starts_like_gzip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
 
 
 def _scan_tfrecord(path: str) -> tuple[int, bool]:
