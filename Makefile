@@ -1,6 +1,7 @@
 # kexp — the two commands of the README, plus a few more.
 #   make train   create .venv if missing, install kexp, train configs/digits_mlp.yaml
 #   make test    create .venv if missing, install kexp with test extras, run the tests
+#                (in TEST_PROCESSES=2 processes, pytest-xdist; TEST_PROCESSES=0: in one)
 #   make fuzz    5,000 Hypothesis examples of hostile and mutated configs (tests/test_fuzz_config.py)
 #   make soak    kill `kexp train` at random moments and resume it (SOAK_TRIALS=100)
 #   make soak-sweep  the sweep acceptance: a 12-trial sweep; kill -9 five times, resume
@@ -11,6 +12,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/digits_mlp.yaml
 SOAK_TRIALS ?= 100
+TEST_PROCESSES ?= 2
 
 .PHONY: train test smoke soak soak-sweep bench fuzz lint catalog clean lock
 
@@ -32,7 +34,7 @@ train: $(VENV)/.installed
 	$(BIN)/kexp train $(CONFIG)
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 smoke: $(VENV)/.installed
 	$(BIN)/python -m kexp.tools.smoke configs
