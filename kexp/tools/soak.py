@@ -197,7 +197,9 @@ def _parse(path: Path) -> None:
     elif ".tfevents." in path.name:
         from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-        if not list(EventFileLoader(str(path)).Load()):
+        # A kill just after TensorBoard's writer created the file leaves it empty: an empty
+        # record file, which TensorBoard reads as no events. Bytes that give none are damage.
+        if path.stat().st_size and not list(EventFileLoader(str(path)).Load()):
             raise ValueError("no events")
     else:
         raise ValueError("a file kexp does not write")
