@@ -491,8 +491,7 @@ def cache_lock_problem(cache: str) -> str | None:
     import socket
     from pathlib import Path
 
-    target = Path(cache)
-    locks = sorted(target.parent.glob(f"{target.name}_*.lockfile"))
+    locks = _cache_locks(cache)
     if not locks:
         return None
     writer = Path(f"{cache}.kexp-writer")
@@ -522,8 +521,7 @@ def claim_cache_file(cache: str) -> None:
     problem = cache_lock_problem(cache)
     if problem:
         raise DataError(problem)
-    target = Path(cache)
-    locks = sorted(target.parent.glob(f"{target.name}_*.lockfile"))
+    locks = _cache_locks(cache)
     for lock in locks:
         lock.unlink(missing_ok=True)
     if locks:
@@ -531,6 +529,14 @@ def claim_cache_file(cache: str) -> None:
                f"{cache}; the cache is written again")
     if not Path(f"{cache}.index").exists():
         Path(f"{cache}.kexp-writer").write_text(f"{os.getpid()}@{socket.gethostname()}\n")
+
+
+def _cache_locks(cache: str) -> list:
+    """The lock files ``tf.data`` holds while it fills the cache file ``cache``."""
+    from pathlib import Path
+
+    target = Path(cache)
+    return sorted(target.parent.glob(f"{target.name}_*.lockfile"))
 
 
 def _alive(pid: int) -> bool:
