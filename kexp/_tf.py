@@ -17,11 +17,18 @@ from collections.abc import Iterator
 __all__ = ["import_tensorflow", "muted_stderr", "quiet_tensorflow_start"]
 
 
+# Set once ``import_tensorflow`` has imported TensorFlow and initialised its devices: a plugin
+# that imports Keras imports TensorFlow earlier, but the devices (and the cuInit error) come
+# only with the first device query.
+_STARTED = False
+
+
 @contextlib.contextmanager
 def quiet_tensorflow_start() -> Iterator[None]:
-    """Mute fd 2 while the body runs, if TensorFlow has not been imported yet (the body may
-    import it: a plugin that imports Keras)."""
-    if "tensorflow" in sys.modules:
+    """Mute fd 2 while the body runs, until TensorFlow has started (imported, devices
+    initialised by ``import_tensorflow``); the body may import it: a plugin that imports
+    Keras."""
+    if _STARTED:
         yield
         return
     with muted_stderr():
@@ -52,9 +59,12 @@ def muted_stderr() -> Iterator[None]:
 
 
 def import_tensorflow():
-    """``import tensorflow``, quietly the first time; returns the module."""
+    """``import tensorflow`` and its device initialisation, quietly the first time; returns
+    the module."""
+    global _STARTED
     with quiet_tensorflow_start():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+    _STARTED = True
     return tf

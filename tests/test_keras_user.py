@@ -245,12 +245,29 @@ train: {epochs: 1}
 """
 
 
-def test_a_run_prints_no_keras_structure_warning_nor_tensorflow_probe_lines(tmp_path):
+PLUGIN_LOSS = """
+import keras
+from kexp.registry import LOSSES
+
+
+@LOSSES.register()
+def plain_sparse_ce(y_true, y_pred):
+    return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+"""
+
+
+@pytest.mark.parametrize("plugin", [False, True], ids=["no-plugin", "plugin-imports-keras"])
+def test_a_run_prints_no_keras_structure_warning_nor_tensorflow_probe_lines(tmp_path, plugin):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 3)).astype("float32")
     np.savez(tmp_path / "points.npz", x=x, y=(x[:, 0] > 0).astype("int64"))
     config = tmp_path / "single.yaml"
-    config.write_text(textwrap.dedent(SINGLE_INPUT).lstrip())
+    text = textwrap.dedent(SINGLE_INPUT).lstrip()
+    if plugin:  # TensorFlow imported by the plugin, before kexp starts it (cuInit leaked)
+        (tmp_path / "losses.py").write_text(PLUGIN_LOSS)
+        text = "plugins: [losses.py]\n" + text.replace(
+            "loss: sparse_categorical_crossentropy", "loss: plain_sparse_ce")
+    config.write_text(text)
     # as a user's shell has it: no TF_CPP_MIN_LOG_LEVEL (the test session sets one)
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
