@@ -17,6 +17,7 @@ TensorFlow is imported inside the functions: this module is imported only to tra
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kexp.data.order import permutation
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
     from kexp.data.stream import Shard
 
-__all__ = ["train_dataset", "epoch_dataset", "eval_dataset", "epoch_permutation"]
+__all__ = ["train_dataset", "epoch_dataset", "eval_dataset", "epoch_permutation",
+           "InMemoryEpochs", "in_memory_epochs"]
 
 
 def train_dataset(
@@ -76,23 +78,9 @@ def train_dataset(
                               epochs=range(initial_epoch, max(epochs, initial_epoch)),
                               steps_per_epoch=steps_per_epoch, shard=shard)
     n = _check_sizes(split, batch_size)
-    steps = steps_per_epoch or math.ceil(n / batch_size)
-    # Sample slots per epoch: each pass over the data is one permutation.
-    slots = steps * batch_size if steps_per_epoch else n
-    passes = math.ceil(slots / n)
-    shuffled = bool(shuffle)
-
-    def epoch_order(epoch: tf.Tensor) -> tf.Tensor:
-        if not shuffled:
-            return tf.range(slots, dtype=tf.int64) % n
-        if passes == 1:  # the usual case: no loop to trace
-            return permutation(n, seed, epoch, tf.constant(0, tf.int64))[:slots]
-        orders = tf.map_fn(
-            lambda r: permutation(n, seed, epoch, r),
-            tf.range(passes, dtype=tf.int64),
-            fn_output_signature=tf.TensorSpec([n], tf.int64),
-        )
-        return tf.reshape(orders, [-1])[:slots]
+    epochs_ = InMemoryEpochs(_tensors(split), n, batch_size, seed, bool(shuffle),
+                             steps_per_epoch)
+    steps = epochs_.steps
 
     def batches(order: tf.Tensor) -> tf.data.Dataset:
         # Slicing by a tensor step gives index vectors of unknown length: batch dim None.
@@ -101,10 +89,67 @@ def train_dataset(
 
     # One permutation ahead is enough; more would contend for the CPU (as in Keras).
     orders = tf.data.Dataset.range(initial_epoch, max(epochs, initial_epoch))
-    indices = orders.map(epoch_order).prefetch(1).flat_map(batches)
+    indices = orders.map(epochs_.order).prefetch(1).flat_map(batches)
     indices = indices.apply(
         tf.data.experimental.assert_cardinality(steps * max(epochs - initial_epoch, 0)))
-    return _gather(indices, split), steps
+    dataset = _gather(indices, split, epochs_.tensors)
+    # The same batches, for a loop that gathers them itself (``in_memory_epochs``).
+    dataset._kexp_in_memory = epochs_
+    return dataset, steps
+
+
+@dataclass(frozen=True)
+class InMemoryEpochs:
+    """The batches ``train_dataset`` gives, as index slices of tensors held in memory: epoch
+    ``e``'s batch ``i`` is ``tensors`` gathered at ``order(e)[i * batch_size:(i + 1) *
+    batch_size]`` (the last batch of a pass may be partial).
+
+    For a loop that gathers its batches itself, inside one compiled function, rather than
+    pulling them from a ``tf.data`` iterator (``kexp.training.custom_loop``'s ``epoch``
+    mode).
+    """
+
+    tensors: Any  # x, (x, y) or (x, y, sample_weight)
+    n: int
+    batch_size: int
+    seed: int
+    shuffle: bool
+    steps_per_epoch: int | None = None
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch."""
+        return self.steps_per_epoch or math.ceil(self.n / self.batch_size)
+
+    @property
+    def slots(self) -> int:
+        """Sample slots per epoch: ``n``, or ``steps_per_epoch`` full batches."""
+        return self.steps * self.batch_size if self.steps_per_epoch else self.n
+
+    def order(self, epoch: tf.Tensor) -> tf.Tensor:
+        """Epoch ``epoch``'s sample indices, ``slots`` of them: one permutation per pass
+        over the data, seeded by ``(seed, epoch, pass)``."""
+        import tensorflow as tf
+
+        n, slots = self.n, self.slots
+        epoch = tf.cast(epoch, tf.int64)
+        if not self.shuffle:
+            return tf.range(slots, dtype=tf.int64) % n
+        passes = math.ceil(slots / n)
+        if passes == 1:  # the usual case: no loop to trace
+            return permutation(n, self.seed, epoch, tf.constant(0, tf.int64))[:slots]
+        orders = tf.map_fn(
+            lambda r: permutation(n, self.seed, epoch, r),
+            tf.range(passes, dtype=tf.int64),
+            fn_output_signature=tf.TensorSpec([n], tf.int64),
+        )
+        return tf.reshape(orders, [-1])[:slots]
+
+
+def in_memory_epochs(dataset: Any) -> InMemoryEpochs | None:
+    """The in-memory batches behind a dataset ``train_dataset`` returned, or None (a stream,
+    or a dataset transformed since, e.g. with class weights added)."""
+    return getattr(dataset, "_kexp_in_memory", None)
 
 
 def epoch_dataset(split: Split, *, batch_size: int, seed: int, epoch: tf.Variable,
@@ -183,15 +228,22 @@ def _check_sizes(split: Split, batch_size: int) -> int:
     return n
 
 
-def _gather(indices: tf.data.Dataset, split: Split) -> tf.data.Dataset:
-    """Index-vector batches -> data batches, gathering from tensors held in memory."""
+def _tensors(split: Split) -> Any:
+    """The split as the batches' structure of tensors: ``x``, ``(x, y)``, or ``(x, y,
+    sample_weight)`` with per-sample weights, as Keras's fit takes them."""
     import tensorflow as tf
 
-    # ``(x, y, sample_weight)`` batches with per-sample weights, as Keras's fit takes them.
     data: Any = (split.x if split.y is None else
                  (split.x, split.y) if getattr(split, "w", None) is None else
                  (split.x, split.y, split.w))
-    tensors = tf.nest.map_structure(tf.convert_to_tensor, data)
+    return tf.nest.map_structure(tf.convert_to_tensor, data)
+
+
+def _gather(indices: tf.data.Dataset, split: Split, tensors: Any = None) -> tf.data.Dataset:
+    """Index-vector batches -> data batches, gathering from tensors held in memory."""
+    import tensorflow as tf
+
+    tensors = _tensors(split) if tensors is None else tensors
 
     def grab(i: tf.Tensor, arrays: Any) -> Any:
         return tf.nest.map_structure(lambda t: tf.gather(t, i, axis=0), arrays)
