@@ -610,3 +610,88 @@ def test_a_file_given_as_the_folder_is_named_a_file(tmp_path):
         folder(str(tmp_path / "cat.png"))
     with pytest.raises(DataError, match="dog.png: folder not found"):
         folder(str(tmp_path / "dog.png"))
+
+
+def _folder_of_mixed_images(root: Path, count: int = 11) -> list[Path]:
+    """``count`` images of different sizes over three classes, PNG, JPEG, BMP and GIF."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(count):
+        folder = root / f"c{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        image = rng.integers(0, 256, (5 + i, 7 + i % 4, 3), dtype=np.uint8)
+        kind = ("png", "jpg", "bmp", "gif", "png")[i % 5]
+        data = (tf.io.encode_jpeg(image).numpy() if kind == "jpg" else bmp(3, 2 + i)
+                if kind == "bmp" else GIF if kind == "gif" else tf.io.encode_png(image).numpy())
+        files.append(folder / f"{i:02d}.{kind}")
+        files[-1].write_bytes(data)
+    return sorted(files, key=lambda f: (f.parent.name, f.name))
+
+
+def test_folder_batches_are_keras_images_in_the_seeded_index_shuffle_order(tmp_path):
+    """Epoch e reads the files in ``index_shuffle(range(n))`` keyed by philox draws of
+    ``(seed, e)`` and then ``(that, 0)``, each image decoded and resized as Keras's loader
+    does, the last batch of each epoch partial: whether the pipeline runs several epochs
+    (padded to whole batches, the padding dropped) or one (``epoch_dataset``)."""
+    import tensorflow as tf
+
+    from kexp.data.folders import image_folder
+    from kexp.data.order import philox_ints
+    from kexp.data.pipeline import epoch_dataset, train_dataset
+
+    files = _folder_of_mixed_images(tmp_path)
+    n = len(files)
+    full = {"minval": None, "maxval": None, "dtype": tf.int64, "alg": "philox"}
+
+    def expected(seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        key = tf.random.stateless_uniform([], seed=[seed, epoch], **full)
+        key = tf.random.stateless_uniform([2], seed=tf.stack([key, 0]), **full)
+        order = tf.random.experimental.index_shuffle(tf.range(n, dtype=tf.int64), key, n - 1)
+        images = [tf.image.resize(tf.io.decode_image(tf.io.read_file(str(files[i])), channels=3,
+                                                     expand_animations=False), (4, 6))
+                  for i in order.numpy()]
+        labels = [int(files[i].parent.name[1]) for i in order.numpy()]
+        return np.stack(images), np.eye(3, dtype=np.float32)[labels]
+
+    def epochs_of(batches: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        assert [len(x) for x, _ in batches] == [4, 4, 3] * (len(batches) // 3)
+        return [tuple(np.concatenate(part) for part in zip(*batches[i:i + 3], strict=True))
+                for i in range(0, len(batches), 3)]
+
+    stream = image_folder(str(tmp_path), image_size=[4, 6], label_mode="categorical")
+    dataset, steps = train_dataset(stream, batch_size=4, seed=5, epochs=3, initial_epoch=1)
+    got = epochs_of(list(dataset.as_numpy_iterator()))
+    epoch = tf.Variable(2, dtype=tf.int64)
+    got += epochs_of(list(epoch_dataset(stream, batch_size=4, seed=5, epoch=epoch)[0]
+                          .as_numpy_iterator()))
+    assert steps == 3 and len(got) == 3
+    for (x, y), e in zip(got, (1, 2, 2), strict=True):
+        want_x, want_y = expected(5, e)
+        assert np.array_equal(x, want_x)
+        assert np.array_equal(y, want_y)
+    assert not np.array_equal(got[0][1], got[1][1])  # epochs differ
+    for seed in (0, 5, -3):  # the draws kexp makes with fewer ops are TensorFlow's
+        pair = tf.constant([seed, 7], tf.int64)
+        assert np.array_equal(philox_ints(pair, [2]),
+                              tf.random.stateless_uniform([2], seed=pair, **full))
+
+
+def test_a_bomb_in_the_middle_of_a_folder_stops_the_pipeline_and_is_named(tmp_path):
+    import tensorflow as tf
+
+    from kexp.data.files import display_path
+    from kexp.data.folders import image_folder
+    from kexp.data.pipeline import train_dataset
+    from tests.test_config_limits import _png_claiming
+
+    files = _folder_of_mixed_images(tmp_path)
+    files[5].write_bytes(_png_claiming(100_000, 100_000))
+    stream = image_folder(str(tmp_path), image_size=[4, 6])
+    dataset, _ = train_dataset(stream, batch_size=4, seed=5, epochs=1)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        list(dataset.as_numpy_iterator())
+    assert stream.locate_error().startswith(
+        f"{display_path(files[5])}: cannot read this file (its header claims more than "
+        f"89,478,485 pixels")

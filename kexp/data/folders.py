@@ -128,21 +128,27 @@ class _Folder(Stream):
     def load(self, path: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
-    def decoder(self) -> Any:
-        """``i -> sample`` (image and label) of file ``i``, for ``tf.data`` maps."""
+    def columns(self) -> tuple:
+        """The per-file tensors a pass gathers from in its slot order: the paths, and the
+        labels (already one-hot or a column, as ``label_mode`` says) when there are any."""
         import tensorflow as tf
 
         paths = tf.constant(self.files)
         if self.labels is None or self.label_mode is None:
-            return lambda i: self.load(tf.gather(paths, i))
-        labels = tf.constant(self.labels, tf.int64)
-        return lambda i: (self.load(tf.gather(paths, i)), self._label(tf.gather(labels, i)))
+            return (paths,)
+        return paths, self._label(tf.constant(self.labels, tf.int64))
+
+    def sample(self, path: tf.Tensor, *rest: tf.Tensor) -> Any:
+        """A gathered ``(path, label, ...)`` -> ``(sample, label, ...)`` (or the sample alone):
+        the only per-file work of a pass."""
+        return (self.load(path), *rest) if rest else self.load(path)
 
     def read(self, order: tf.Tensor, sequential: bool) -> tf.data.Dataset:
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensor_slices(order).map(
-            self.decoder(), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        parts = tuple(tf.gather(column, order) for column in self.columns())
+        return tf.data.Dataset.from_tensor_slices(parts).map(
+            self.sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def subset(self, indices: Any, source: str) -> Stream:
         return type(self)(**{**self.__dict__, "source": source, "_probe": None,
@@ -198,14 +204,14 @@ def read_image(path: tf.Tensor, *, image_size: tuple[int, int], channels: int,
     import tensorflow as tf
 
     data = tf.io.read_file(path)
-    small_enough = _header_pixels(data) <= MAX_IMAGE_PIXELS
+    small_enough = _header_pixels(data) <= float(MAX_IMAGE_PIXELS)
     if tf.executing_eagerly():  # `kexp predict`, and `locate_error` naming a file
         tf.debugging.assert_equal(
             small_enough, True, message=f"its header claims more than {MAX_IMAGE_PIXELS:,} "
             "pixels (a decompression bomb?); it is not decoded")
     else:  # in a pipeline: an empty string in its place fails to decode (cheaper than an
         # assertion per image); the run's failure is then explained by `locate_error`
-        data = tf.where(small_enough, data, tf.constant(b""))
+        data = tf.where(small_enough, data, b"")
     image = _decode(data, channels)
     if crop_to_aspect_ratio or pad_to_aspect_ratio:
         import keras
@@ -250,48 +256,58 @@ def _decode(data: tf.Tensor, channels: int) -> tf.Tensor:
 
 def _header_pixels(data: tf.Tensor) -> tf.Tensor:
     """width x height as the file's header states it (PNG, GIF, BMP, JPEG), read without
-    decoding; 0 when the header is too short to say (decoding then reports the file).
+    decoding (float64); 0 when the file is none of these (decoding then reports it).
 
-    Run once per image inside the input pipeline, so it has no control flow: a ``tf.case``
-    of the formats cost as much CPU per image but made creating each iterator (once per
-    epoch) about 0.1 s slower, its branch functions instantiated each time. The first 26
-    bytes times one matrix give every format's magic number, width and height at once; a
-    JPEG's size, in a frame header anywhere in the file, is read by ``extract_jpeg_shape``
-    from the file if it is a JPEG, else from a minimal 1x1 JPEG."""
-    import numpy as np
+    Run once per image inside the input pipeline, so it is a handful of ops and no control
+    flow: each op of a ``tf.data`` function costs a few microseconds per image, and a
+    ``tf.case`` of the formats made each iterator (once per epoch) about 0.1 s slower. Three
+    products of the first 26 bytes with constant matrices give every format's magic number,
+    width and height at once (a BMP's height is signed: its absolute value is the smaller of
+    ``h`` and ``2**32 - h``); a JPEG's size, in a frame header anywhere in the file, is read by
+    ``extract_jpeg_shape`` from the file if it is a JPEG, else from a 27-byte 1x1 JPEG."""
     import tensorflow as tf
 
-    rows = []  # each row: a big- or little-endian number of some of the first 26 bytes
-    for start, size, little in ((0, 4, False), (16, 4, False), (20, 4, False),  # PNG w, h
-                                (0, 3, False), (6, 2, True), (8, 2, True),  # GIF w, h
-                                (0, 2, False), (18, 4, True), (22, 4, True)):  # BMP w, h
-        row = np.zeros(26)
-        for i in range(size):
-            row[start + i] = 256.0 ** (i if little else size - 1 - i)
-        rows.append(row)
-    head = tf.cast(tf.io.decode_raw(data, tf.uint8, fixed_length=26), tf.float64)
-    v = tf.reshape(tf.linalg.matvec(tf.constant(np.array(rows)), head), [3, 3])
-    magic, width, height = v[:, 0], v[:, 1], v[:, 2]
-    height = tf.where(height >= 2.0**31, 2.0**32 - height, height)  # BMP: signed (top-down)
-    known = tf.equal(magic, tf.constant([0x89504E47, 0x474946, 0x424D], tf.float64))
-    pixels = tf.cast(tf.reduce_sum(tf.where(known, width * height, 0.0)), tf.int64)
-    long_enough = tf.strings.length(data) >= 26
-    is_jpeg = tf.logical_and(long_enough, tf.equal(magic[2], 0xFFD8))
-    shape = tf.image.extract_jpeg_shape(tf.where(is_jpeg, data, tf.constant(_TINY_JPEG)))
-    jpeg = tf.where(is_jpeg, tf.cast(shape[0], tf.int64) * tf.cast(shape[1], tf.int64), 0)
-    return tf.where(long_enough, pixels + jpeg, 0)
+    magic_rows, width_rows, height_rows = _header_matrices()
+    head = tf.cast(tf.io.decode_raw(tf.reshape(data, [1]), tf.uint8, fixed_length=26),
+                   tf.float64)  # (1, 26); zeros past the end of a shorter file
+    height = tf.matmul(head, height_rows)
+    sizes = tf.matmul(head, width_rows) * tf.minimum(height, 2.0**32 - height)
+    known = tf.equal(tf.matmul(head, magic_rows), _MAGIC)  # (1, 4): PNG, GIF, BMP, JPEG
+    is_jpeg = known[0, 3]
+    jpeg = tf.cast(tf.image.extract_jpeg_shape(tf.where(is_jpeg, data, _TINY_JPEG)),
+                   tf.float64)
+    return tf.reduce_sum(tf.where(known, sizes, 0.0)) + tf.where(is_jpeg, jpeg[0] * jpeg[1],
+                                                                 0.0)
 
 
-# A minimal 1x1 grayscale JPEG: what ``extract_jpeg_shape`` reads when the image is not one.
-_TINY_JPEG = bytes.fromhex(
-    "ffd8ffe000104a46494600010100000100010000ffdb004300080606070605080707070909080a0c140d0c0b"
-    "0b0c1912130f141d1a1f1e1d1a1c1c20242e2720222c231c1c2837292c30313434341f27393d38323c2e333432"
-    "ffc0000b080001000101011100ffc4001f0000010501010101010100000000000000000102030405060708090a"
-    "0bffc400b5100002010303020403050504040000017d01020300041105122131410613516107227114328191a1"
-    "082342b1c11552d1f02433627282090a161718191a25262728292a3435363738393a434445464748494a535455"
-    "565758595a636465666768696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7a8"
-    "a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6"
-    "f7f8f9faffda0008010100003f00fbd3ffd9")
+_MAGIC = (0x89504E47, 0x474946, 0x424D, 0xFFD8)  # "\x89PNG", "GIF", "BM", a JPEG's SOI
+
+
+def _header_matrices() -> tuple:
+    """``(magic, width, height)``: (26, 4) matrices that turn the first 26 bytes of a file
+    into each format's (PNG, GIF, BMP, JPEG) magic number, width and height (big- or
+    little-endian numbers at fixed offsets; a JPEG's size is elsewhere: zero columns)."""
+    import numpy as np
+
+    rows = [np.zeros((26, 4)) for _ in range(3)]
+    fields = (((0, 4), (16, 4), (20, 4), False),  # PNG: magic, IHDR width, height
+              ((0, 3), (6, 2), (8, 2), True),  # GIF: logical screen width, height
+              ((0, 2), (18, 4), (22, 4), True),  # BMP: BITMAPINFOHEADER width, height
+              ((0, 2), None, None, False))  # JPEG: SOI only
+    for column, (*places, little) in enumerate(fields):
+        for matrix, place in zip(rows, places, strict=True):
+            if place is None:
+                continue
+            start, size = place
+            for i in range(size):  # magic numbers are big-endian in every format
+                little_here = little and matrix is not rows[0]
+                matrix[start + i, column] = 256.0 ** (i if little_here else size - 1 - i)
+    return tuple(rows)
+
+
+# A minimal 1x1 JPEG (SOI, frame header, scan header, EOI): what ``extract_jpeg_shape``
+# reads when the image is not one (the smaller, the cheaper).
+_TINY_JPEG = bytes.fromhex("ffd8ffc0000b080001000101011100ffda0008010100003f00ffd9")
 
 
 def _image_options(source: str, image_size: Any, color_mode: str,

@@ -287,11 +287,10 @@ def _seed_of(seed: int, epoch: tf.Tensor, repeat: tf.Tensor) -> tf.Tensor:
     """An int64 seed for a shuffle buffer, from ``(seed, epoch, repeat)``."""
     import tensorflow as tf
 
-    full = {"minval": None, "maxval": None, "dtype": tf.int64, "alg": "philox"}
-    key = tf.random.stateless_uniform(
-        [], seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]), **full)
-    return tf.random.stateless_uniform(
-        [], seed=tf.stack([key, tf.cast(repeat, tf.int64)]), **full)
+    from kexp.data.order import philox_ints
+
+    key = philox_ints(tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]), [])
+    return philox_ints(tf.stack([key, tf.cast(repeat, tf.int64)]), [])
 
 
 def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool | int,
@@ -367,14 +366,19 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
     """Batches of a folder dataset (one sample per file) without nested datasets.
 
     Every epoch has ``steps * batch_size`` slots; slot ``k`` of epoch ``e`` reads file
-    ``index_shuffle(k % n)`` of the permutation keyed by ``(seed, e, k // n)`` (computed for
-    the whole epoch at once), decoded in one parallel map. Without ``steps_per_epoch`` the
-    slots past ``n`` are dropped after batching, so each epoch ends with its partial batch, as
-    for in-memory data.
+    ``index_shuffle(k % n)`` of the permutation keyed by ``(seed, e, k // n)``. The slots'
+    paths and labels are gathered a whole epoch at a time, so the one parallel map reading
+    the files gets them as Keras's loader does: nothing is looked up per image. Without
+    ``steps_per_epoch`` an epoch has ``n`` samples and ends with its partial batch, as for
+    in-memory data: when one dataset runs several such epochs, each is padded to whole
+    batches and the padding dropped after batching (a mask rides along); a single epoch needs
+    no padding.
     With ``shard``, worker ``w`` of ``W`` reads the epoch's slots ``w, w + W, ...``: within
     each pass over the files, the workers read different files.
     """
     import tensorflow as tf
+
+    from kexp.data.order import philox_ints
 
     n = len(stream.files)
     per_epoch = steps_per_epoch or math.ceil(n / batch_size)
@@ -386,44 +390,66 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
     else:
         first, count = epochs.start, len(epochs)
     slots = per_epoch * batch_size
+    if steps_per_epoch is None and count == 1:
+        slots = min(slots, n)  # one epoch: its last batch is partial by itself
+    padded = steps_per_epoch is None and slots > n
     index, workers = (shard.index, shard.count) if shard is not None else (0, 1)
     passes = math.ceil((index + workers * (slots - 1) + 1) / n)
-    decode = stream.decoder()
-    full = {"minval": None, "maxval": None, "dtype": tf.int64, "alg": "philox"}
+    columns = stream.columns()
+
+    def keys_of(e: tf.Tensor) -> tf.Tensor:
+        """The index_shuffle keys of each pass of epoch ``e``: ``(passes, 2)``."""
+        epoch_key = philox_ints(tf.stack([tf.constant(seed, tf.int64), tf.cast(e, tf.int64)]),
+                                 [])
+        return tf.stack([philox_ints(tf.stack([epoch_key, tf.constant(r, tf.int64)]), [2])
+                         for r in range(passes)])
+
+    # A range of epochs known here: their keys computed now, not each time an iterator starts.
+    table = (tf.stack([keys_of(tf.constant(first + j, tf.int64)) for j in range(count)])
+             if shuffle and first is not None and count <= 1000 and tf.executing_eagerly()
+             else None)
 
     def epoch_keys(j: tf.Tensor) -> tf.Tensor:
-        """The index_shuffle keys of each pass of the j-th epoch: ``(passes, 2)``."""
-        e = epoch.read_value() if first is None else first + j
-        epoch_key = tf.random.stateless_uniform(
-            [], seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(e, tf.int64)]), **full)
-        return tf.stack([tf.random.stateless_uniform(
-            [2], seed=tf.stack([epoch_key, tf.constant(r, tf.int64)]), **full)
-            for r in range(passes)])
+        if table is not None:
+            return tf.gather(table, j)
+        return keys_of(epoch.read_value() if first is None else first + j)
 
     def epoch_slots(j: tf.Tensor) -> tf.data.Dataset:
-        """The j-th epoch's slots: the file each reads, and whether it is a real sample."""
+        """The j-th epoch's slots: each one's path and label (and with padding, whether it
+        is a real sample)."""
         k = index + workers * tf.range(slots, dtype=tf.int64)  # in the epoch's global order
-        i = k % n
+        i = k % n if passes > 1 else k
         if shuffle:
-            keys, rounds = epoch_keys(j), k // n
-            shuffled = i
-            for r in range(passes):
-                shuffled = tf.where(tf.equal(rounds, r), tf.random.experimental.index_shuffle(
-                    i, keys[r], n - 1), shuffled)
-            i = shuffled
-        valid = tf.ones_like(k, tf.bool) if steps_per_epoch else k < n
-        return tf.data.Dataset.from_tensor_slices((i, valid))
+            keys = epoch_keys(j)
+            if passes == 1:
+                i = tf.random.experimental.index_shuffle(i, keys[0], n - 1)
+            else:
+                rounds, shuffled = k // n, i
+                for r in range(passes):
+                    shuffled = tf.where(tf.equal(rounds, r), tf.random.experimental.index_shuffle(
+                        i, keys[r], n - 1), shuffled)
+                i = shuffled
+        parts = tuple(tf.gather(column, i) for column in columns)
+        return tf.data.Dataset.from_tensor_slices((*parts, k < n) if padded else parts)
 
-    def drop_padding(data: Any, valid: tf.Tensor) -> Any:
-        return tf.nest.map_structure(lambda a: tf.boolean_mask(a, valid), data)
+    def drop_padding(*parts: Any) -> Any:
+        *data, valid = parts
+        kept = tuple(tf.boolean_mask(a, valid) for a in data)
+        return kept if len(kept) > 1 else kept[0]
 
-    # The slots are computed a whole epoch at a time; the map decoding them runs at the top
-    # of the pipeline (inside a per-epoch dataset it ran 3-4x slower).
-    dataset = tf.data.Dataset.range(count).flat_map(epoch_slots).map(
-        lambda i, valid: (decode(i), valid), num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True)
-    dataset = dataset.batch(batch_size).map(
-        drop_padding, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # The map reading the files runs at the top of the pipeline (inside a per-epoch dataset
+    # it ran 3-4x slower).
+    dataset = tf.data.Dataset.range(count).flat_map(epoch_slots)
+    if padded:
+        dataset = dataset.map(lambda *parts: (stream.sample(*parts[:-1]), parts[-1]),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = dataset.batch(batch_size).map(
+            lambda data, valid: drop_padding(*(data if isinstance(data, tuple) else (data,)),
+                                             valid),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        dataset = dataset.map(stream.sample, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True).batch(batch_size)
     total = per_epoch * count
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(total))
     return _finish(dataset, stream.prefetch), per_epoch
