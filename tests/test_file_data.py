@@ -695,3 +695,27 @@ def test_a_bomb_in_the_middle_of_a_folder_stops_the_pipeline_and_is_named(tmp_pa
     assert stream.locate_error().startswith(
         f"{display_path(files[5])}: cannot read this file (its header claims more than "
         f"89,478,485 pixels")
+
+
+def test_unshuffled_record_epochs_each_read_every_record_in_file_order(table, tmp_path):
+    """``shuffle: false``: every epoch is the same pass (one ``TFRecordDataset`` over the
+    files, repeated), ending with its partial batch; ``validation_split`` still reads the
+    records of its part."""
+    from kexp.data.pipeline import eval_dataset, train_dataset
+    from kexp.data.records import tfrecord_stream
+
+    x, y = classification_arrays(200)
+    stream = tfrecord_stream(str(tmp_path / "shards" / "part-*.tfrecord"),
+                             {"x": {"shape": [6]}}, {"y": {"shape": [], "dtype": "int64"}})
+    dataset, steps = train_dataset(stream, batch_size=64, seed=1, epochs=3, initial_epoch=1,
+                                   shuffle=False)
+    batches = list(dataset.as_numpy_iterator())
+    assert steps == 4 and [len(b[0]) for b in batches] == [64, 64, 64, 8] * 2
+    for epoch in (batches[:4], batches[4:]):
+        assert np.array_equal(np.concatenate([b[0] for b in epoch]), x)
+        assert np.array_equal(np.concatenate([b[1] for b in epoch]), y)
+    train, validation = stream.carve(0.25, seed=3)
+    seen = [np.concatenate([b[0] for b in eval_dataset(part, batch_size=64)])
+            for part in (train, validation)]
+    assert len(seen[0]) + len(seen[1]) == 200 and 20 < len(seen[1]) < 80
+    assert sorted(np.concatenate(seen)[:, 0].tolist()) == sorted(x[:, 0].tolist())

@@ -350,6 +350,12 @@ def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool 
         count = min(per_pass(), steps) if steps is not None else per_pass()
         return finish(dataset, count), count
     per_epoch = steps_per_epoch or per_pass()
+    if not shuffle and shard is None and steps_per_epoch is None:
+        # Every epoch reads the same batches: one pass, repeated, and no dataset per epoch.
+        count = 1 if epochs is None else len(epochs)
+        dataset = stream.batches(seed, zero, zero, False, batch_size)
+        return finish(dataset.repeat(count) if count != 1 else dataset,
+                      per_epoch * count), per_epoch
     if epoch is not None:
         dataset = tf.data.Dataset.range(1).flat_map(lambda _: one_epoch(epoch.read_value()))
         total = per_epoch
