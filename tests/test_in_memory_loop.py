@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kexp.data.pipeline import in_memory_epochs, train_dataset
+from kexp.data.pipeline import OrdersAhead, in_memory_epochs, train_dataset
 from kexp.data.splits import Split
 from kexp.training import custom_loop
 from kexp.training.custom_loop import fit_custom
@@ -42,7 +42,7 @@ def _gathered_batches(split: Split, epoch: int, chunk: int, **kwargs) -> list[li
         tf.py_function(append, [data[1]], tf.int32)
 
     run_steps = custom_loop._make_run_indexed(memory, _NoMetrics(), record)
-    source = custom_loop._EpochOrder(memory, epoch)
+    source = custom_loop._EpochOrder(memory.order(tf.constant(epoch, tf.int64)))
     while source.position < memory.steps:
         ran, _ = run_steps(source, tf.constant(chunk))
         assert 0 < int(ran) <= chunk
@@ -138,3 +138,20 @@ def test_datasets_the_loop_cannot_gather_itself_fall_back_to_the_iterator():
         assert custom_loop._in_memory(dataset, mode, None, 0) is None
     assert custom_loop._in_memory(dataset, "epoch", None, 3) is None  # mid-epoch restart
     assert custom_loop._in_memory(dataset, "epoch", None, 0) is in_memory_epochs(dataset)
+
+
+def test_orders_computed_ahead_are_each_epochs_own_order():
+    dataset, _ = train_dataset(_numbered(50), batch_size=8, seed=6, epochs=1)
+    memory = in_memory_epochs(dataset)
+    computed: list[int] = []
+
+    def order(epoch):
+        computed.append(int(epoch))
+        return memory.order(epoch)
+
+    ahead = OrdersAhead(order)
+    for epoch in (2, 3, 4, 7, 8):  # in turn, then a jump (a callback's restart), in turn
+        np.testing.assert_array_equal(ahead.get(epoch, ahead=epoch != 8),
+                                      memory.order(tf.constant(epoch, tf.int64)))
+    # 5 was computed ahead (on its thread, maybe after 7) and not used; none after 8
+    assert sorted(computed) == [2, 3, 4, 5, 7, 8]

@@ -17,6 +17,8 @@ TensorFlow is imported inside the functions: this module is imported only to tra
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from kexp.data.stream import Shard
 
 __all__ = ["train_dataset", "epoch_dataset", "eval_dataset", "epoch_permutation",
-           "InMemoryEpochs", "in_memory_epochs"]
+           "InMemoryEpochs", "OrdersAhead", "in_memory_epochs"]
 
 
 def train_dataset(
@@ -146,6 +148,36 @@ class InMemoryEpochs:
         return tf.reshape(orders, [-1])[:slots]
 
 
+class OrdersAhead:
+    """Epoch orders (``order(epoch)``, e.g. ``InMemoryEpochs.order``), each computed one epoch
+    ahead on a background thread: a permutation of the MNIST-sized split takes about 60 ms,
+    which would otherwise stall the start of every epoch (what ``prefetch(1)`` of the orders
+    does for ``train_dataset``'s iterator)."""
+
+    def __init__(self, order: Callable[[Any], tf.Tensor]):
+        self._order = order
+        self._pool: ThreadPoolExecutor | None = None
+        self._next: tuple[int, Future] | None = None
+
+    def get(self, epoch: int, ahead: bool = True) -> tf.Tensor:
+        """Epoch ``epoch``'s order; with ``ahead``, start computing the next one."""
+        if self._next is not None and self._next[0] == epoch:
+            order = self._next[1].result()
+        else:
+            order = self._compute(epoch)
+        self._next = None
+        if ahead:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="kexp-order")
+            self._next = (epoch + 1, self._pool.submit(self._compute, epoch + 1))
+        return order
+
+    def _compute(self, epoch: int) -> tf.Tensor:
+        import tensorflow as tf
+
+        return self._order(tf.constant(epoch, tf.int64))
+
+
 def in_memory_epochs(dataset: Any) -> InMemoryEpochs | None:
     """The in-memory batches behind a dataset ``train_dataset`` returned, or None (a stream,
     or a dataset transformed since, e.g. with class weights added)."""
@@ -169,11 +201,14 @@ def epoch_dataset(split: Split, *, batch_size: int, seed: int, epoch: tf.Variabl
                               epoch=epoch)
     n = _check_sizes(split, batch_size)
     steps = math.ceil(n / batch_size)
+    # Each epoch's order is computed during the epoch before, off the iterator's start.
+    ahead = OrdersAhead(lambda e: permutation(n, seed, e, tf.constant(0, tf.int64)))
 
     def order(_: tf.Tensor) -> tf.Tensor:
         if not shuffle:
             return tf.range(n, dtype=tf.int64)
-        return permutation(n, seed, epoch.read_value(), tf.constant(0, tf.int64))
+        ordered = tf.py_function(lambda e: ahead.get(int(e)), [epoch.read_value()], tf.int64)
+        return tf.ensure_shape(ordered, [n])
 
     def batches(indices: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.range(steps).map(

@@ -172,6 +172,7 @@ def fit_custom(
     # With steps_per_epoch, one iterator runs through all epochs, as in `fit`. In-memory
     # data in `epoch` mode needs none: each epoch's batches are gathered in the graph.
     run_iterator = iter(x) if steps_per_epoch and memory is None else None
+    orders = _orders_ahead(memory)
     model.stop_training = False
     callbacks.on_train_begin()
     # A callback such as BackupAndRestore may set the epoch to resume from in on_train_begin.
@@ -184,8 +185,8 @@ def fit_custom(
             first = initial_step if epoch == initial_epoch else 0
             model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
-            source = (_EpochOrder(memory, epoch) if memory is not None else
-                      run_iterator or iter(x))
+            source = (_EpochOrder(orders.get(epoch, ahead=epoch + 1 < epochs))
+                      if memory is not None else run_iterator or iter(x))
             done = train_loop.run(
                 source, steps,
                 callbacks.on_train_batch_begin, callbacks.on_train_batch_end,
@@ -464,14 +465,20 @@ def _in_memory(x: tf.data.Dataset, compile_mode: str, strategy: tf.distribute.St
     return in_memory_epochs(x)
 
 
+def _orders_ahead(memory: InMemoryEpochs | None) -> Any:
+    """The epochs' sample orders, each computed during the epoch before (None: no
+    in-memory data)."""
+    from kexp.data.pipeline import OrdersAhead
+
+    return None if memory is None else OrdersAhead(memory.order)
+
+
 class _EpochOrder:
     """One epoch of in-memory batches for ``_make_run_indexed``'s function: the epoch's
     sample order and the next batch to run (the "iterator" of an in-memory epoch)."""
 
-    def __init__(self, memory: InMemoryEpochs, epoch: int):
-        import tensorflow as tf
-
-        self.order = memory.order(tf.constant(epoch, tf.int64))
+    def __init__(self, order: tf.Tensor):
+        self.order = order
         self.position = 0
 
 
