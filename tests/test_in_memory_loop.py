@@ -137,7 +137,11 @@ def test_datasets_the_loop_cannot_gather_itself_fall_back_to_the_iterator():
     for mode in ("eager", "step"):
         assert custom_loop._in_memory(dataset, mode, None, 0) is None
     assert custom_loop._in_memory(dataset, "epoch", None, 3) is None  # mid-epoch restart
+    # Epochs of another length than the dataset's: one iterator runs through them all.
+    assert custom_loop._in_memory(dataset, "epoch", None, 0, steps_per_epoch=2) is None
     assert custom_loop._in_memory(dataset, "epoch", None, 0) is in_memory_epochs(dataset)
+    assert (custom_loop._in_memory(dataset, "epoch", None, 0, steps_per_epoch=6)
+            is in_memory_epochs(dataset))  # 45 rows in batches of 8
 
 
 def test_orders_computed_ahead_are_each_epochs_own_order():
@@ -155,3 +159,41 @@ def test_orders_computed_ahead_are_each_epochs_own_order():
                                       memory.order(tf.constant(epoch, tf.int64)))
     # 5 was computed ahead (on its thread, maybe after 7) and not used; none after 8
     assert sorted(computed) == [2, 3, 4, 5, 7, 8]
+
+
+def test_kexp_train_with_the_custom_loop_gathers_in_memory_epochs_in_the_graph(
+        tmp_path, monkeypatch):
+    """`kexp train` (in-process) takes the in-graph path for an npz split, and its
+    history equals `train.loop: fit`'s bit for bit (Dropout, shuffling, a partial batch)."""
+    from typer.testing import CliRunner
+
+    from kexp.cli.app import app
+    from tests.conftest import read_history, run_dir_of
+
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(90, 3)).astype("float32"),
+             y=rng.integers(0, 10, 90))
+    (tmp_path / "c.yaml").write_text(f"""
+name: gathered
+seed: 3
+data: {{type: npz, path: {tmp_path / 'd.npz'}, features: x, targets: y, batch_size: 16}}
+model:
+  type: sequential
+  input_shape: [3]
+  layers: [{{type: Dense, units: 8, activation: relu}}, {{type: Dropout, rate: 0.3}},
+           {{type: Dense, units: 10, activation: softmax}}]
+compile: {{optimizer: rmsprop, loss: sparse_categorical_crossentropy, metrics: [accuracy]}}
+train: {{epochs: 2, tensorboard: false}}
+""")
+    made = []
+    monkeypatch.setattr(custom_loop, "_make_run_indexed",
+                        lambda *a: made.append(1) or _real_make_run_indexed(*a))
+    histories = []
+    for loop in ("custom", "fit"):
+        result = CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml"), "--runs-dir",
+                                          str(tmp_path / loop), "--set", f"train.loop={loop}"],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        histories.append(read_history(run_dir_of(result)))
+    assert made == [1]
+    assert histories[0] == histories[1] and len(histories[0]) == 2

@@ -163,7 +163,7 @@ def fit_custom(
     private.symbolic_build(model, x.element_spec, strategy)
     steps = steps_per_epoch or _known_cardinality(x)
     callbacks = _callback_list(callbacks, model, epochs=epochs, steps=steps, verbose=verbose)
-    memory = _in_memory(x, compile_mode, strategy, initial_step)
+    memory = _in_memory(x, compile_mode, strategy, initial_step, steps_per_epoch)
     train_loop, test_loop = _loops(model, x, validation_data, compile_mode, strategy,
                                    callbacks.callbacks, memory)
     if strategy is not None:
@@ -454,15 +454,19 @@ def _is_default(strategy: tf.distribute.Strategy) -> bool:
 
 
 def _in_memory(x: tf.data.Dataset, compile_mode: str, strategy: tf.distribute.Strategy | None,
-               initial_step: int) -> InMemoryEpochs | None:
+               initial_step: int, steps_per_epoch: int | None = None) -> InMemoryEpochs | None:
     """The in-memory batches behind ``x`` when the epoch function may gather them itself
-    (``epoch`` mode, one device, an epoch started from its first batch); None: pull them
-    from ``x``'s iterator (streams, class weights, other compile modes, strategies)."""
+    (``epoch`` mode, one device, an epoch started from its first batch, epochs of the
+    dataset's own length); None: pull them from ``x``'s iterator (streams, class weights,
+    other compile modes, strategies, another ``steps_per_epoch``)."""
     from kexp.data.pipeline import in_memory_epochs
 
     if compile_mode != "epoch" or strategy is not None or initial_step:
         return None
-    return in_memory_epochs(x)
+    memory = in_memory_epochs(x)
+    if memory is None or steps_per_epoch not in (None, memory.steps):
+        return None
+    return memory
 
 
 def _orders_ahead(memory: InMemoryEpochs | None) -> Any:
