@@ -403,9 +403,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds the whole benchmark may take (default 1800; 120 quick)")
     parser.add_argument("--no-processes", action="store_true",
                         help="skip the whole-process timings")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="run only the groups whose title contains TEXT (repeatable; "
+                             "e.g. --only 'MNIST network, batch 32' --only convnet)")
     args = parser.parse_args(argv)
 
     plan = quick_plan() if args.quick else full_plan()
+    if args.only:
+        plan.groups = [g for g in plan.groups if any(t in g.title for t in args.only)]
+        if not plan.groups:
+            parser.error(f"no group title contains {' or '.join(map(repr, args.only))}")
     if args.budget is not None:
         plan.budget_seconds = args.budget
     plan.processes = not args.no_processes
