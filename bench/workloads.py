@@ -59,7 +59,7 @@ class Variant:
             (the same with ``steps_per_execution=32``, kexp's thread setting and
             ``verbose=2``), ``kexp`` (``kexp train``) or
             ``reference`` (a hand-written ``GradientTape`` loop, the whole epoch in one
-            ``tf.function``: what an epoch-compiled loop can reach, kexp or not).
+            ``tf.function``, over a ``from_tensor_slices`` dataset, not kexp).
         workload: ``mnist``, ``convnet`` (the same data as 28x28x1 images) or ``ticket``.
         batch: batch size.
         loop: kexp's ``train.loop`` (``fit`` or ``custom``).
