@@ -630,13 +630,16 @@ def _folder_of_mixed_images(root: Path, count: int = 11) -> list[Path]:
     return sorted(files, key=lambda f: (f.parent.name, f.name))
 
 
-def test_folder_batches_are_keras_images_in_the_seeded_index_shuffle_order(tmp_path):
+def test_folder_batches_are_keras_images_in_the_seeded_index_shuffle_order(tmp_path,
+                                                                           monkeypatch):
     """Epoch e reads the files in ``index_shuffle(range(n))`` keyed by philox draws of
     ``(seed, e)`` and then ``(that, 0)``, each image decoded and resized as Keras's loader
     does, the last batch of each epoch partial: whether the pipeline runs several epochs
-    (padded to whole batches, the padding dropped) or one (``epoch_dataset``)."""
+    (padded to whole batches, the padding dropped) or one (``epoch_dataset``), with the
+    slots computed when the dataset is made or, past ``_EAGER_SLOTS``, by each iterator."""
     import tensorflow as tf
 
+    from kexp.data import stream as stream_module
     from kexp.data.folders import image_folder
     from kexp.data.order import philox_ints
     from kexp.data.pipeline import epoch_dataset, train_dataset
@@ -672,6 +675,11 @@ def test_folder_batches_are_keras_images_in_the_seeded_index_shuffle_order(tmp_p
         assert np.array_equal(x, want_x)
         assert np.array_equal(y, want_y)
     assert not np.array_equal(got[0][1], got[1][1])  # epochs differ
+    monkeypatch.setattr(stream_module, "_EAGER_SLOTS", 0)  # slots computed by the iterator
+    lazy = epochs_of(list(train_dataset(stream, batch_size=4, seed=5, epochs=3,
+                                        initial_epoch=1)[0].as_numpy_iterator()))
+    for (x, y), (want_x, want_y) in zip(lazy, got[:2], strict=True):
+        assert np.array_equal(x, want_x) and np.array_equal(y, want_y)
     for seed in (0, 5, -3):  # the draws kexp makes with fewer ops are TensorFlow's
         pair = tf.constant([seed, 7], tf.int64)
         assert np.array_equal(philox_ints(pair, [2]),
