@@ -384,8 +384,6 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
     """
     import tensorflow as tf
 
-    from kexp.data.order import philox_ints
-
     n = len(stream.files)
     per_epoch = steps_per_epoch or math.ceil(n / batch_size)
     if epochs is None and epoch is None:  # evaluation: one pass in file order
@@ -398,35 +396,74 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
     slots = per_epoch * batch_size
     if steps_per_epoch is None and count == 1:
         slots = min(slots, n)  # one epoch: its last batch is partial by itself
-    padded = steps_per_epoch is None and slots > n
     index, workers = (shard.index, shard.count) if shard is not None else (0, 1)
-    passes = math.ceil((index + workers * (slots - 1) + 1) / n)
-    columns = stream.columns()
+    plan = _Slots(columns=stream.columns(), n=n, slots=slots, seed=seed, shuffle=bool(shuffle),
+                  padded=steps_per_epoch is None and slots > n, index=index, workers=workers,
+                  first=first, count=count, epoch=epoch)
+    dataset = _read_slots(plan.dataset(), stream, batch_size, plan.padded)
+    total = per_epoch * count
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(total))
+    return _finish(dataset, stream.prefetch), per_epoch
 
-    def keys_of(e: tf.Tensor) -> tf.Tensor:
+
+@dataclass
+class _Slots:
+    """The slots of ``count`` epochs of a folder dataset (see ``_slot_batches``): epochs
+    ``first ..`` (``first`` None: the one epoch in the variable ``epoch``)."""
+
+    columns: tuple
+    n: int
+    slots: int
+    seed: int
+    shuffle: bool
+    padded: bool
+    index: int
+    workers: int
+    first: int | None
+    count: int
+    epoch: Any
+    table: Any = None
+
+    def __post_init__(self) -> None:
+        import tensorflow as tf
+
+        self.passes = math.ceil((self.index + self.workers * (self.slots - 1) + 1) / self.n)
+        # A range of epochs known here: their keys computed now, not each time an iterator
+        # starts.
+        if (self.shuffle and self.first is not None and self.count <= 1000
+                and tf.executing_eagerly()):
+            self.table = tf.stack([self.keys_of(tf.constant(self.first + j, tf.int64))
+                                   for j in range(self.count)])
+
+    def keys_of(self, e: tf.Tensor) -> tf.Tensor:
         """The index_shuffle keys of each pass of epoch ``e``: ``(passes, 2)``."""
-        epoch_key = philox_ints(tf.stack([tf.constant(seed, tf.int64), tf.cast(e, tf.int64)]),
-                                 [])
+        import tensorflow as tf
+
+        from kexp.data.order import philox_ints
+
+        epoch_key = philox_ints(
+            tf.stack([tf.constant(self.seed, tf.int64), tf.cast(e, tf.int64)]), [])
         return tf.stack([philox_ints(tf.stack([epoch_key, tf.constant(r, tf.int64)]), [2])
-                         for r in range(passes)])
+                         for r in range(self.passes)])
 
-    # A range of epochs known here: their keys computed now, not each time an iterator starts.
-    table = (tf.stack([keys_of(tf.constant(first + j, tf.int64)) for j in range(count)])
-             if shuffle and first is not None and count <= 1000 and tf.executing_eagerly()
-             else None)
+    def epoch_keys(self, j: tf.Tensor) -> tf.Tensor:
+        import tensorflow as tf
 
-    def epoch_keys(j: tf.Tensor) -> tf.Tensor:
-        if table is not None:
-            return tf.gather(table, j)
-        return keys_of(epoch.read_value() if first is None else first + j)
+        if self.table is not None:
+            return tf.gather(self.table, j)
+        return self.keys_of(self.epoch.read_value() if self.first is None else self.first + j)
 
-    def epoch_slots(j: tf.Tensor) -> tuple:
+    def epoch_slots(self, j: tf.Tensor) -> tuple:
         """The j-th epoch's slots: each one's path and label (and with padding, whether it
         is a real sample)."""
-        k = index + workers * tf.range(slots, dtype=tf.int64)  # in the epoch's global order
+        import tensorflow as tf
+
+        n, passes = self.n, self.passes
+        # The slots' numbers in the epoch's global order.
+        k = self.index + self.workers * tf.range(self.slots, dtype=tf.int64)
         i = k % n if passes > 1 else k
-        if shuffle:
-            keys = epoch_keys(j)
+        if self.shuffle:
+            keys = self.epoch_keys(j)
             if passes == 1:
                 i = tf.random.experimental.index_shuffle(i, keys[0], n - 1)
             else:
@@ -435,39 +472,48 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
                     shuffled = tf.where(tf.equal(rounds, r), tf.random.experimental.index_shuffle(
                         i, keys[r], n - 1), shuffled)
                 i = shuffled
-        parts = tuple(tf.gather(column, i) for column in columns)
-        return (*parts, k < n) if padded else parts
+        parts = tuple(tf.gather(column, i) for column in self.columns)
+        return (*parts, k < n) if self.padded else parts
 
-    def drop_padding(*parts: Any) -> Any:
-        *data, valid = parts
-        kept = tuple(tf.boolean_mask(a, valid) for a in data)
+    def dataset(self) -> tf.data.Dataset:
+        """The slots of every epoch, one element each.
+
+        A range of epochs known here has its slots computed now (at most _EAGER_SLOTS of
+        them): no function to instantiate each time an iterator starts (a flat_map of the
+        epochs made the start of each iterator about 15 ms slower)."""
+        import tensorflow as tf
+
+        count = self.count
+        if (self.first is not None and tf.executing_eagerly()
+                and count * self.slots <= _EAGER_SLOTS):
+            epochs_parts = [self.epoch_slots(tf.constant(j, tf.int64)) for j in range(count)]
+            return tf.data.Dataset.from_tensor_slices(
+                epochs_parts[0] if count == 1 else
+                tuple(tf.concat(column, 0) for column in zip(*epochs_parts, strict=True)))
+        return tf.data.Dataset.range(count).flat_map(
+            lambda j: tf.data.Dataset.from_tensor_slices(self.epoch_slots(j)))
+
+
+def _read_slots(dataset: tf.data.Dataset, stream: Any, batch_size: int,
+                padded: bool) -> tf.data.Dataset:
+    """Slots -> batches of samples: the map reading the files runs at the top of the
+    pipeline (inside a per-epoch dataset it ran 3-4x slower); padding slots are dropped
+    after batching."""
+    import tensorflow as tf
+
+    if not padded:
+        return dataset.map(stream.sample, num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=True).batch(batch_size)
+
+    def drop_padding(data: Any, valid: tf.Tensor) -> Any:
+        kept = tuple(tf.boolean_mask(a, valid)
+                     for a in (data if isinstance(data, tuple) else (data,)))
         return kept if len(kept) > 1 else kept[0]
 
-    # The map reading the files runs at the top of the pipeline (inside a per-epoch dataset
-    # it ran 3-4x slower). A range of epochs known here has its slots computed now (at most
-    # _EAGER_SLOTS of them): no function to instantiate each time an iterator starts (a
-    # flat_map of the epochs made the start of each iterator about 15 ms slower).
-    if first is not None and tf.executing_eagerly() and count * slots <= _EAGER_SLOTS:
-        epochs_parts = [epoch_slots(tf.constant(j, tf.int64)) for j in range(count)]
-        dataset = tf.data.Dataset.from_tensor_slices(
-            epochs_parts[0] if count == 1 else
-            tuple(tf.concat(column, 0) for column in zip(*epochs_parts, strict=True)))
-    else:
-        dataset = tf.data.Dataset.range(count).flat_map(
-            lambda j: tf.data.Dataset.from_tensor_slices(epoch_slots(j)))
-    if padded:
-        dataset = dataset.map(lambda *parts: (stream.sample(*parts[:-1]), parts[-1]),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        dataset = dataset.batch(batch_size).map(
-            lambda data, valid: drop_padding(*(data if isinstance(data, tuple) else (data,)),
-                                             valid),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        dataset = dataset.map(stream.sample, num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=True).batch(batch_size)
-    total = per_epoch * count
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(total))
-    return _finish(dataset, stream.prefetch), per_epoch
+    dataset = dataset.map(lambda *parts: (stream.sample(*parts[:-1]), parts[-1]),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).map(drop_padding, num_parallel_calls=tf.data.AUTOTUNE,
+                                         deterministic=True)
 
 
 # The most slots (samples of all epochs) `_slot_batches` computes when the dataset is made.
