@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["permutation", "philox_ints"]
+__all__ = ["permutation", "epoch_key", "philox_ints"]
 
 
 def permutation(n: int, seed: int, epoch: tf.Tensor, repeat: tf.Tensor) -> tf.Tensor:
@@ -19,10 +19,17 @@ def permutation(n: int, seed: int, epoch: tf.Tensor, repeat: tf.Tensor) -> tf.Te
     # Hash (seed, epoch, repeat) into a Philox key: TF's index_shuffle gives near-identical
     # orders for neighbouring seeds (measured at n=65536), stateless_shuffle with an
     # unrelated key does not. Philox is fixed so CPU and GPU agree.
-    epoch_key = philox_ints(tf.stack([tf.constant(seed, tf.int64), epoch]), [])
-    key = philox_ints(tf.stack([epoch_key, repeat]), [2])
+    key = philox_ints(tf.stack([epoch_key(seed, epoch), tf.cast(repeat, tf.int64)]), [2])
     return tf.random.experimental.stateless_shuffle(
         tf.range(n, dtype=tf.int64), seed=key, alg="philox")
+
+
+def epoch_key(seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """An int64 key hashed from ``(seed, epoch)``: the root of every seeded order of an
+    epoch (each pass's key is hashed from it and the pass number)."""
+    import tensorflow as tf
+
+    return philox_ints(tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]), [])
 
 
 # TensorFlow's key for scrambling a philox seed (``random_ops_util._philox_scramble_seed``).

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from kexp.data.stream import Shard
 
 __all__ = ["train_dataset", "epoch_dataset", "eval_dataset", "epoch_permutation",
-           "InMemoryEpochs", "OrdersAhead", "in_memory_epochs"]
+           "InMemoryEpochs", "OrdersAhead", "in_memory_epochs", "gather_rows"]
 
 
 def train_dataset(
@@ -274,19 +274,23 @@ def _tensors(split: Split) -> Any:
     return tf.nest.map_structure(tf.convert_to_tensor, data)
 
 
+def gather_rows(indices: tf.Tensor, tensors: Any) -> Any:
+    """The rows ``indices`` of every tensor of ``tensors`` (one batch of in-memory data)."""
+    import tensorflow as tf
+
+    return tf.nest.map_structure(lambda t: tf.gather(t, indices, axis=0), tensors)
+
+
 def _gather(indices: tf.data.Dataset, split: Split, tensors: Any = None) -> tf.data.Dataset:
     """Index-vector batches -> data batches, gathering from tensors held in memory."""
     import tensorflow as tf
 
     tensors = _tensors(split) if tensors is None else tensors
 
-    def grab(i: tf.Tensor, arrays: Any) -> Any:
-        return tf.nest.map_structure(lambda t: tf.gather(t, i, axis=0), arrays)
-
     # The data rides along as a repeated dataset element rather than a captured constant of
     # the map function (Keras's array adapter does the same).
     dataset = tf.data.Dataset.zip((indices, tf.data.Dataset.from_tensors(tensors).repeat()))
-    dataset = dataset.map(grab, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(gather_rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     # In-memory data has no files to shard by: shard batches between workers instead.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -256,6 +256,7 @@ class TFRecords(_Records):
         return counts
 
     def open(self, file: tf.Tensor) -> tf.data.Dataset:
+        """The records of ``file`` (or of a vector of files, one after another)."""
         import tensorflow as tf
 
         return tf.data.TFRecordDataset(file, compression_type=self.compression or "",
@@ -268,9 +269,7 @@ class TFRecords(_Records):
 
         if not sequential or self.part is not None:
             return super().read(order, sequential)
-        return tf.data.TFRecordDataset(tf.gather(tf.constant(self.files), order),
-                                       compression_type=self.compression or "",
-                                       buffer_size=_TFRECORD_BUFFER)
+        return self.open(tf.gather(tf.constant(self.files), order))
 
     def parse(self, batch: tf.Tensor) -> Any:
         return parse_examples(batch, self.features, self.targets)

@@ -287,10 +287,9 @@ def _seed_of(seed: int, epoch: tf.Tensor, repeat: tf.Tensor) -> tf.Tensor:
     """An int64 seed for a shuffle buffer, from ``(seed, epoch, repeat)``."""
     import tensorflow as tf
 
-    from kexp.data.order import philox_ints
+    from kexp.data.order import epoch_key, philox_ints
 
-    key = philox_ints(tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]), [])
-    return philox_ints(tf.stack([key, tf.cast(repeat, tf.int64)]), [])
+    return philox_ints(tf.stack([epoch_key(seed, epoch), tf.cast(repeat, tf.int64)]), [])
 
 
 def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool | int,
@@ -439,11 +438,10 @@ class _Slots:
         """The index_shuffle keys of each pass of epoch ``e``: ``(passes, 2)``."""
         import tensorflow as tf
 
-        from kexp.data.order import philox_ints
+        from kexp.data.order import epoch_key, philox_ints
 
-        epoch_key = philox_ints(
-            tf.stack([tf.constant(self.seed, tf.int64), tf.cast(e, tf.int64)]), [])
-        return tf.stack([philox_ints(tf.stack([epoch_key, tf.constant(r, tf.int64)]), [2])
+        key = epoch_key(self.seed, e)
+        return tf.stack([philox_ints(tf.stack([key, tf.constant(r, tf.int64)]), [2])
                          for r in range(self.passes)])
 
     def epoch_keys(self, j: tf.Tensor) -> tf.Tensor:

@@ -494,6 +494,8 @@ def _make_run_indexed(memory: InMemoryEpochs, model: keras.Model,
     prefetch buffer between the steps. Returns ``run_steps(epoch_order, max_steps)``."""
     import tensorflow as tf
 
+    from kexp.data.pipeline import gather_rows
+
     batch_size, slots = memory.batch_size, memory.slots
 
     def run_indexed(order: tf.Tensor, start: tf.Tensor,
@@ -503,8 +505,7 @@ def _make_run_indexed(memory: InMemoryEpochs, model: keras.Model,
         def next_step(step: tf.Tensor) -> tf.Tensor:
             first = tf.cast(start + step, tf.int64) * batch_size
             indices = order[first:tf.minimum(first + batch_size, slots)]
-            one_step(tf.nest.map_structure(lambda t: tf.gather(t, indices, axis=0),
-                                           memory.tensors))
+            one_step(gather_rows(indices, memory.tensors))
             return step + 1
 
         tf.while_loop(lambda step: step < count, next_step, [tf.constant(0)])
