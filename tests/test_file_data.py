@@ -705,6 +705,47 @@ def test_a_bomb_in_the_middle_of_a_folder_stops_the_pipeline_and_is_named(tmp_pa
         f"89,478,485 pixels")
 
 
+def test_an_image_replaced_after_the_pipeline_is_made_is_not_decoded(tmp_path):
+    """Headers are read once, when the pipeline is made; each image is decoded only if its
+    header bytes are still those: a bomb (here a GIF whose frame, not its screen, claims
+    3.6 Gpx) or another image written over a file later stops the pipeline, named."""
+    import tensorflow as tf
+
+    from kexp.data.files import display_path
+    from kexp.data.folders import image_folder
+    from kexp.data.pipeline import train_dataset
+    from tests.test_image_headers import _gif
+
+    files = _folder_of_mixed_images(tmp_path)
+    stream = image_folder(str(tmp_path), image_size=[4, 6])
+    first = [x for x, _ in train_dataset(stream, batch_size=4, seed=5, epochs=1)[0]
+             .as_numpy_iterator()]
+    assert sum(len(x) for x in first) == len(files)
+    for data, words in ((_gif((1, 1), [(60_000, 60_000)]), "its header claims more than "
+                         "89,478,485 pixels"),
+                        (tf.io.encode_png(np.zeros((9, 9, 3), np.uint8)).numpy(),
+                         "it changed while the run was reading it")):
+        dataset, _ = train_dataset(stream, batch_size=4, seed=5, epochs=1)
+        files[3].write_bytes(data)
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            list(dataset.as_numpy_iterator())
+        assert stream.locate_error().startswith(
+            f"{display_path(files[3])}: cannot read this file ({words}")
+
+
+def test_images_read_at_once_are_four_per_cpu_unless_the_largest_would_hold_1_gib(tmp_path):
+    import os
+
+    from kexp.data.folders import image_folder
+    from tests.test_config_limits import _png_claiming
+
+    files = _folder_of_mixed_images(tmp_path, count=6)
+    cpus = len(os.sched_getaffinity(0))
+    assert image_folder(str(tmp_path), image_size=[4, 6]).parallel_reads() == 4 * cpus
+    files[0].write_bytes(_png_claiming(8_000, 10_000))  # 80 Mpx: 320 MB as RGBA
+    assert image_folder(str(tmp_path), image_size=[4, 6]).parallel_reads() == max(cpus, 3)
+
+
 def test_unshuffled_record_epochs_each_read_every_record_in_file_order(table, tmp_path):
     """``shuffle: false``: every epoch is the same pass (one ``TFRecordDataset`` over the
     files, repeated), ending with its partial batch; ``validation_split`` still reads the

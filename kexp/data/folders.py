@@ -13,11 +13,12 @@ what an image may be is added in one place.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kexp.data.files import display_path
+from kexp.data.image_headers import MAX_IMAGE_PIXELS
 from kexp.data.stream import Stream
 from kexp.errors import DataError, error_line
 
@@ -32,9 +33,6 @@ _CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
 _INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5",
                    "gaussian", "mitchellcubic")
 _LABEL_MODES = ("int", "categorical", "binary", None)
-# The largest image decoded (Pillow's limit): a larger one -- a few bytes of header claiming
-# 100,000 x 100,000 pixels is a decompression bomb -- is refused before it is decoded.
-MAX_IMAGE_PIXELS = 89_478_485
 
 
 def index_directory(directory: str, labels: Any, formats: tuple[str, ...],
@@ -112,6 +110,8 @@ class _Folder(Stream):
     labels: list[int] | None = None
     label_mode: str | None = "int"
     sample_per_file = True
+    # How many of ``columns()``' leading tensors ``load`` takes (the rest: the label).
+    _load_parts = 1
 
     def count_samples(self) -> int:
         return len(self.files)
@@ -125,30 +125,43 @@ class _Folder(Stream):
             return tf.cast(tf.expand_dims(label, -1), tf.float32)
         return label
 
-    def load(self, path: tf.Tensor) -> tf.Tensor:
+    def load(self, path: tf.Tensor, *checks: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
-    def columns(self) -> tuple:
-        """The per-file tensors a pass gathers from in its slot order: the paths, and the
-        labels (already one-hot or a column, as ``label_mode`` says) when there are any."""
+    def file_columns(self) -> tuple:
+        """Per file, what ``load`` takes: its path."""
         import tensorflow as tf
 
-        paths = tf.constant(self.files)
-        if self.labels is None or self.label_mode is None:
-            return (paths,)
-        return paths, self._label(tf.constant(self.labels, tf.int64))
+        return (tf.constant(self.files),)
 
-    def sample(self, path: tf.Tensor, *rest: tf.Tensor) -> Any:
-        """A gathered ``(path, label, ...)`` -> ``(sample, label, ...)`` (or the sample alone):
+    def columns(self) -> tuple:
+        """The per-file tensors a pass gathers from in its slot order: ``file_columns()``,
+        and the labels (already one-hot or a column, as ``label_mode`` says) when there are
+        any."""
+        import tensorflow as tf
+
+        files = self.file_columns()
+        if self.labels is None or self.label_mode is None:
+            return files
+        return (*files, self._label(tf.constant(self.labels, tf.int64)))
+
+    def sample(self, *parts: tf.Tensor) -> Any:
+        """A gathered ``(path, ..., label)`` -> ``(sample, label)`` (or the sample alone):
         the only per-file work of a pass."""
-        return (self.load(path), *rest) if rest else self.load(path)
+        sample = self.load(*parts[:self._load_parts])
+        rest = parts[self._load_parts:]
+        return (sample, *rest) if rest else sample
 
     def read(self, order: tf.Tensor, sequential: bool) -> tf.data.Dataset:
         import tensorflow as tf
 
         parts = tuple(tf.gather(column, order) for column in self.columns())
         return tf.data.Dataset.from_tensor_slices(parts).map(
-            self.sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            self.sample, num_parallel_calls=self.parallel_reads(), deterministic=True)
+
+    def parallel_reads(self) -> int:
+        """How many files the pipeline reads at once: ``tf.data.AUTOTUNE``."""
+        return -1
 
     def subset(self, indices: Any, source: str) -> Stream:
         return type(self)(**{**self.__dict__, "source": source, "_probe": None,
@@ -162,10 +175,20 @@ class _Folder(Stream):
 
         for path in self.files:
             try:
-                self.load(tf.constant(path)).numpy()
-            except (tf.errors.OpError, ValueError) as exc:
-                return f"{display_path(path)}: cannot read this file ({error_line(exc)})."
+                problem = self._refusal(path)
+                if problem is None:
+                    self.load(*(tf.constant(c) for c in self._checked(path))).numpy()
+            except (tf.errors.OpError, ValueError, OSError) as exc:
+                problem = error_line(exc)
+            if problem is not None:
+                return f"{display_path(path)}: cannot read this file ({problem})."
         return None
+
+    def _refusal(self, path: str) -> str | None:
+        return None
+
+    def _checked(self, path: str) -> tuple:
+        return (path,)
 
 
 @dataclass
@@ -175,19 +198,58 @@ class ImageFolder(_Folder):
     interpolation: str = "bilinear"
     crop_to_aspect_ratio: bool = False
     pad_to_aspect_ratio: bool = False
+    # Each file's header check, ``(end, digest)``, read once (``header_checks``); shared
+    # with the stream's parts (``validation_split``).
+    headers: dict = field(default_factory=dict, repr=False)
+    _load_parts = 3
 
-    def load(self, path: tf.Tensor) -> tf.Tensor:
-        return read_image(path, image_size=self.image_size, channels=self.channels,
+    def file_columns(self) -> tuple:
+        """Per file: its path, and its header check."""
+        import tensorflow as tf
+
+        ends, digests = header_checks(self.files, self.headers)
+        return (tf.constant(self.files), tf.constant(ends, tf.int32),
+                tf.constant(digests, tf.int64))
+
+    def parallel_reads(self) -> int:
+        """Four files in flight per CPU, fewer if the largest image's pixels (as decoded,
+        four bytes each at most) would then hold more than 1 GiB. ``tf.data.AUTOTUNE`` runs
+        at most one per CPU, and in deterministic order a file that takes longer stalls the
+        batch: four per CPU read small images about 1.2x faster on two CPUs (README,
+        Performance)."""
+        header_checks(self.files, self.headers)
+        largest = max((self.headers[f][2] for f in self.files), default=0)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        return max(cpus, min(4 * cpus, _IN_FLIGHT_BYTES // max(4 * largest, 1)))
+
+    def load(self, path: tf.Tensor, *checks: tf.Tensor) -> tf.Tensor:
+        return read_image(path, *checks, image_size=self.image_size, channels=self.channels,
                           interpolation=self.interpolation,
                           crop_to_aspect_ratio=self.crop_to_aspect_ratio,
                           pad_to_aspect_ratio=self.pad_to_aspect_ratio)
+
+    def _refusal(self, path: str) -> str | None:
+        """Why the file at ``path`` is not decoded now (its header read again), if it is
+        not; a file whose header changed since the pipeline was made says so."""
+        from kexp.data.image_headers import read_header
+
+        refusal = read_header(path).refusal
+        if refusal is None and path in self.headers:
+            if header_checks([path], {})[1] != [self.headers[path][1]]:
+                return "it changed while the run was reading it; it is not decoded"
+        return refusal
+
+    def _checked(self, path: str) -> tuple:
+        ends, digests = header_checks([path], {})
+        return path, ends[0], digests[0]
 
 
 @dataclass
 class TextFolder(_Folder):
     max_length: int | None = None
 
-    def load(self, path: tf.Tensor) -> tf.Tensor:
+    def load(self, path: tf.Tensor, *checks: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
         text = tf.io.read_file(path)
@@ -196,23 +258,23 @@ class TextFolder(_Folder):
         return text
 
 
-def read_image(path: tf.Tensor, *, image_size: tuple[int, int], channels: int,
-               interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
-               pad_to_aspect_ratio: bool = False) -> tf.Tensor:
+def read_image(path: tf.Tensor, end: tf.Tensor, digest: tf.Tensor, *,
+               image_size: tuple[int, int], channels: int, interpolation: str = "bilinear",
+               crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False
+               ) -> tf.Tensor:
     """One image file -> float32 ``(height, width, channels)`` in [0, 255], as Keras's
-    ``image_dataset_from_directory`` loads it. The only place kexp decodes an image file."""
+    ``image_dataset_from_directory`` loads it. The only place kexp decodes an image file.
+
+    ``end`` and ``digest`` are the file's header check (``header_checks``): the file is
+    decoded only if its first ``end`` bytes still hash to ``digest`` (they state its format
+    and size, read in Python when the pipeline was made); otherwise an empty string takes its
+    place, which fails to decode, and the run's failure is explained by ``locate_error``.
+    Three ops per image, where reading the header in TensorFlow took about twenty."""
     import tensorflow as tf
 
     data = tf.io.read_file(path)
-    small_enough = _header_pixels(data) <= float(MAX_IMAGE_PIXELS)
-    if tf.executing_eagerly():  # `kexp predict`, and `locate_error` naming a file
-        tf.debugging.assert_equal(
-            small_enough, True, message=f"its header claims more than {MAX_IMAGE_PIXELS:,} "
-            "pixels (a decompression bomb?); it is not decoded")
-    else:  # in a pipeline: an empty string in its place fails to decode (cheaper than an
-        # assertion per image); the run's failure is then explained by `locate_error`
-        data = tf.where(small_enough, data, b"")
-    image = _decode(data, channels)
+    same = tf.equal(_digest(tf.strings.substr(data, 0, end)), digest)
+    image = _decode(tf.where(same, data, ""), channels)
     if crop_to_aspect_ratio or pad_to_aspect_ratio:
         import keras
 
@@ -225,6 +287,48 @@ def read_image(path: tf.Tensor, *, image_size: tuple[int, int], channels: int,
     image = tf.cast(image, tf.float32)
     image.set_shape((image_size[0], image_size[1], channels))
     return image
+
+
+def header_checks(files: list[str], known: dict[str, tuple[int, int, int]]
+                  ) -> tuple[list[int], list[int]]:
+    """Each file's ``(end, digest)`` for ``read_image``: its header read once (and kept in
+    ``known`` with its pixels, shared by a stream and its parts). A file whose header is
+    refused (see ``kexp.data.image_headers``) or cannot be read gets a digest no hash
+    equals."""
+    import numpy as np
+
+    from kexp.data.image_headers import read_header
+
+    missing = [f for f in dict.fromkeys(files) if f not in known]
+    for start in range(0, len(missing), 1024):  # one hashing op per 1,024 files
+        chunk, heads, ends, sizes = missing[start:start + 1024], [], [], []
+        for file in chunk:
+            try:
+                header = read_header(file)
+            except OSError:
+                header = None
+            ok = header is not None and header.refusal is None
+            ends.append(header.end if ok else -1)
+            heads.append(header.head if ok else b"")
+            sizes.append((header.pixels or 0) if ok else 0)
+        digests = np.asarray(_digest(heads)) if heads else []
+        for file, end, digest, pixels in zip(chunk, ends, digests, sizes, strict=True):
+            known[file] = (max(end, 0), int(digest) if end >= 0 else _REFUSED, pixels)
+    return [known[f][0] for f in files], [known[f][1] for f in files]
+
+
+def _digest(data: Any) -> tf.Tensor:
+    """A keyed hash of strings (SipHash, keyed per process: a file cannot be made to match
+    a digest it was not read with)."""
+    import tensorflow as tf
+
+    return tf.strings.to_hash_bucket_strong(data, _BUCKETS, _HASH_KEY)
+
+
+_BUCKETS = (1 << 63) - 1
+_IN_FLIGHT_BYTES = 1 << 30
+_REFUSED = -1  # no digest: digests are in [0, _BUCKETS)
+_HASH_KEY = [int.from_bytes(os.urandom(8), "little") >> 1 for _ in range(2)]
 
 
 def _decode(data: tf.Tensor, channels: int) -> tf.Tensor:
@@ -252,62 +356,6 @@ def _decode(data: tf.Tensor, channels: int) -> tf.Tensor:
 
     return tf.cond(rgb_only, via_rgb,
                    lambda: tf.io.decode_image(data, channels=channels, expand_animations=False))
-
-
-def _header_pixels(data: tf.Tensor) -> tf.Tensor:
-    """width x height as the file's header states it (PNG, GIF, BMP, JPEG), read without
-    decoding (float64); 0 when the file is none of these (decoding then reports it).
-
-    Run once per image inside the input pipeline, so it is a handful of ops and no control
-    flow: each op of a ``tf.data`` function costs a few microseconds per image, and a
-    ``tf.case`` of the formats made each iterator (once per epoch) about 0.1 s slower. Three
-    products of the first 26 bytes with constant matrices give every format's magic number,
-    width and height at once (a BMP's height is signed: its absolute value is the smaller of
-    ``h`` and ``2**32 - h``); a JPEG's size, in a frame header anywhere in the file, is read by
-    ``extract_jpeg_shape`` from the file if it is a JPEG, else from a 27-byte 1x1 JPEG."""
-    import tensorflow as tf
-
-    magic_rows, width_rows, height_rows = _header_matrices()
-    head = tf.cast(tf.io.decode_raw(tf.reshape(data, [1]), tf.uint8, fixed_length=26),
-                   tf.float64)  # (1, 26); zeros past the end of a shorter file
-    height = tf.matmul(head, height_rows)
-    sizes = tf.matmul(head, width_rows) * tf.minimum(height, 2.0**32 - height)
-    known = tf.equal(tf.matmul(head, magic_rows), _MAGIC)  # (1, 4): PNG, GIF, BMP, JPEG
-    is_jpeg = known[0, 3]
-    jpeg = tf.cast(tf.image.extract_jpeg_shape(tf.where(is_jpeg, data, _TINY_JPEG)),
-                   tf.float64)
-    return tf.reduce_sum(tf.where(known, sizes, 0.0)) + tf.where(is_jpeg, jpeg[0] * jpeg[1],
-                                                                 0.0)
-
-
-_MAGIC = (0x89504E47, 0x474946, 0x424D, 0xFFD8)  # "\x89PNG", "GIF", "BM", a JPEG's SOI
-
-
-def _header_matrices() -> tuple:
-    """``(magic, width, height)``: (26, 4) matrices that turn the first 26 bytes of a file
-    into each format's (PNG, GIF, BMP, JPEG) magic number, width and height (big- or
-    little-endian numbers at fixed offsets; a JPEG's size is elsewhere: zero columns)."""
-    import numpy as np
-
-    rows = [np.zeros((26, 4)) for _ in range(3)]
-    fields = (((0, 4), (16, 4), (20, 4), False),  # PNG: magic, IHDR width, height
-              ((0, 3), (6, 2), (8, 2), True),  # GIF: logical screen width, height
-              ((0, 2), (18, 4), (22, 4), True),  # BMP: BITMAPINFOHEADER width, height
-              ((0, 2), None, None, False))  # JPEG: SOI only
-    for column, (*places, little) in enumerate(fields):
-        for matrix, place in zip(rows, places, strict=True):
-            if place is None:
-                continue
-            start, size = place
-            for i in range(size):  # magic numbers are big-endian in every format
-                little_here = little and matrix is not rows[0]
-                matrix[start + i, column] = 256.0 ** (i if little_here else size - 1 - i)
-    return tuple(rows)
-
-
-# A minimal 1x1 JPEG (SOI, frame header, scan header, EOI): what ``extract_jpeg_shape``
-# reads when the image is not one (the smaller, the cheaper).
-_TINY_JPEG = bytes.fromhex("ffd8ffc0000b080001000101011100ffda0008010100003f00ffd9")
 
 
 def _image_options(source: str, image_size: Any, color_mode: str,

@@ -402,7 +402,7 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
     dataset = _read_slots(plan.dataset(), stream, batch_size, plan.padded)
     total = per_epoch * count
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(total))
-    return _finish(dataset, stream.prefetch), per_epoch
+    return _finish(dataset, stream.prefetch, autotune=False), per_epoch
 
 
 @dataclass
@@ -500,7 +500,7 @@ def _read_slots(dataset: tf.data.Dataset, stream: Any, batch_size: int,
     import tensorflow as tf
 
     if not padded:
-        return dataset.map(stream.sample, num_parallel_calls=tf.data.AUTOTUNE,
+        return dataset.map(stream.sample, num_parallel_calls=stream.parallel_reads(),
                            deterministic=True).batch(batch_size)
 
     def drop_padding(data: Any, valid: tf.Tensor) -> Any:
@@ -509,7 +509,7 @@ def _read_slots(dataset: tf.data.Dataset, stream: Any, batch_size: int,
         return kept if len(kept) > 1 else kept[0]
 
     dataset = dataset.map(lambda *parts: (stream.sample(*parts[:-1]), parts[-1]),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                          num_parallel_calls=stream.parallel_reads(), deterministic=True)
     return dataset.batch(batch_size).map(drop_padding, num_parallel_calls=tf.data.AUTOTUNE,
                                          deterministic=True)
 
@@ -518,10 +518,15 @@ def _read_slots(dataset: tf.data.Dataset, stream: Any, batch_size: int,
 _EAGER_SLOTS = 1 << 18
 
 
-def _finish(dataset: tf.data.Dataset, prefetch: bool | int) -> tf.data.Dataset:
+def _finish(dataset: tf.data.Dataset, prefetch: bool | int,
+            autotune: bool = True) -> tf.data.Dataset:
+    """``autotune=False``: the pipeline's parallelism is set, not tuned; ``tf.data``'s
+    autotuning made some passes over a folder of images run on one CPU (a third of them, at
+    half the rate: README, Performance)."""
     import tensorflow as tf
 
     options = tf.data.Options()
+    options.autotune.enabled = autotune
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)
