@@ -7,7 +7,10 @@ recursively in sorted order, by extension); images are decoded and resized as Ke
 (``decode_image`` without animations, ``tf.image.resize`` with ``interpolation``, or Keras's
 ``smart_resize`` for ``crop_to_aspect_ratio``), as float32 in [0, 255]: scaling belongs in
 the model (``Rescaling``). Every image is read by ``read_image``, one function, so a limit on
-what an image may be is added in one place.
+what an image may be is added in one place: each file's header is read once, in Python, when
+a pipeline is made (``kexp.data.image_headers``: decompression bombs and formats kexp does
+not list are refused), and ``read_image`` decodes a file only if its header bytes are still
+those.
 """
 
 from __future__ import annotations
