@@ -744,6 +744,9 @@ def test_images_read_at_once_are_four_per_cpu_unless_the_largest_would_hold_1_gi
     assert image_folder(str(tmp_path), image_size=[4, 6]).parallel_reads() == 4 * cpus
     files[0].write_bytes(_png_claiming(8_000, 10_000))  # 80 Mpx: 320 MB as RGBA
     assert image_folder(str(tmp_path), image_size=[4, 6]).parallel_reads() == max(cpus, 3)
+    files[0].write_bytes(_png_claiming(2_000, 10_000))  # 20 Mpx, and a float32 copy to crop
+    assert image_folder(str(tmp_path), image_size=[4, 6],
+                        crop_to_aspect_ratio=True).parallel_reads() == max(cpus, 2)
 
 
 def test_unshuffled_record_epochs_each_read_every_record_in_file_order(table, tmp_path):
