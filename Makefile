@@ -3,7 +3,8 @@
 #   make test    create .venv if missing, install kexp with test extras, run the tests
 #                (in TEST_PROCESSES=2 processes, pytest-xdist; TEST_PROCESSES=0: in one)
 #   make fuzz    5,000 Hypothesis examples of hostile and mutated configs (tests/test_fuzz_config.py)
-#   make soak    kill `kexp train` at random moments and resume it (SOAK_TRIALS=100)
+#   make soak    kill `kexp train` at random moments and resume it (SOAK_TRIALS=100), then
+#                the suite's own random-kill tests (KEXP_SOAK=1)
 #   make soak-sweep  the sweep acceptance: a 12-trial sweep; kill -9 five times, resume
 #   make lock    regenerate constraints.txt (the pinned versions the two commands install)
 
@@ -43,8 +44,10 @@ fuzz: $(VENV)/.installed-test
 	KEXP_FUZZ_EXAMPLES=2500 KEXP_FUZZ_DEADLINE=2 $(BIN)/python -m pytest -q \
 		tests/test_fuzz_config.py -k "random_yaml or mutated"
 
-soak: $(VENV)/.installed
+soak: $(VENV)/.installed-test
 	$(BIN)/python -m kexp.tools.soak --trials $(SOAK_TRIALS)
+	KEXP_SOAK=1 $(BIN)/python -m pytest -q tests/test_soak.py tests/test_determinism.py \
+		-k random_kills
 
 soak-sweep: $(VENV)/.installed-test
 	KEXP_SOAK=1 $(BIN)/python -m pytest -q -s tests/test_sweep_soak.py
