@@ -740,11 +740,21 @@ def test_images_read_at_once_are_four_per_cpu_unless_the_largest_would_hold_1_gi
     import os
 
     from kexp.data.folders import image_folder
+    from kexp.data.pipeline import train_dataset
     from tests.test_config_limits import _png_claiming
 
     files = _folder_of_mixed_images(tmp_path, count=6)
     cpus = len(os.sched_getaffinity(0))
-    assert image_folder(str(tmp_path), image_size=[4, 6]).parallel_reads() == 4 * cpus
+    stream = image_folder(str(tmp_path), image_size=[4, 6])
+    assert stream.parallel_reads() == 4 * cpus
+    # tf.data's autotuning is off, and the prefetch buffer fixed: two batches, not AUTOTUNE
+    dataset, buffers = train_dataset(stream, batch_size=4, seed=5, epochs=2)[0], []
+    assert dataset.options().autotune.enabled is False
+    while dataset is not None:
+        if hasattr(dataset, "_buffer_size"):
+            buffers.append(int(dataset._buffer_size))
+        dataset = getattr(dataset, "_input_dataset", None)
+    assert buffers == [2]
     files[0].write_bytes(_png_claiming(8_000, 10_000))  # 80 Mpx: 320 MB as RGBA
     assert image_folder(str(tmp_path), image_size=[4, 6]).parallel_reads() == max(cpus, 3)
     files[0].write_bytes(_png_claiming(2_000, 10_000))  # 20 Mpx, and a float32 copy to crop
