@@ -776,6 +776,7 @@ def test_unshuffled_record_epochs_each_read_every_record_in_file_order(table, tm
                                    shuffle=False)
     batches = list(dataset.as_numpy_iterator())
     assert steps == 4 and [len(b[0]) for b in batches] == [64, 64, 64, 8] * 2
+    assert dataset.options().autotune.enabled is False  # as for folders: set, not tuned
     for epoch in (batches[:4], batches[4:]):
         assert np.array_equal(np.concatenate([b[0] for b in epoch]), x)
         assert np.array_equal(np.concatenate([b[1] for b in epoch]), y)

@@ -340,7 +340,7 @@ def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool 
 
     def finish(dataset: tf.data.Dataset, count: int) -> tf.data.Dataset:
         return _finish(dataset.apply(tf.data.experimental.assert_cardinality(count)),
-                       stream.prefetch)
+                       stream.prefetch, autotune=False)
 
     if epochs is None and epoch is None:
         dataset = stream.batches(seed, zero, zero, False, batch_size)
@@ -514,7 +514,7 @@ def _read_slots(dataset: tf.data.Dataset, stream: Any, batch_size: int,
                                          deterministic=True)
 
 
-# Batches prefetched for `prefetch: true` where tf.data's autotuning is off (folder datasets):
+# Batches prefetched for `prefetch: true` where tf.data's autotuning is off (streams):
 # 1, 2 and 4 read as fast as an autotuned buffer, which without autotuning's RAM budget could
 # keep doubling.
 _UNTUNED_PREFETCH = 2
@@ -524,10 +524,10 @@ _EAGER_SLOTS = 1 << 18
 
 def _finish(dataset: tf.data.Dataset, prefetch: bool | int,
             autotune: bool = True) -> tf.data.Dataset:
-    """``autotune=False``: the pipeline's parallelism and buffers are set, not tuned
-    (``prefetch: true`` is then two batches); ``tf.data``'s autotuning made some passes over
-    a folder of images run on one CPU (a third of them, at half the rate: README,
-    Performance)."""
+    """``autotune=False`` (every stream): the pipeline's parallelism and buffers are set,
+    not tuned (``prefetch: true`` is then two batches); ``tf.data``'s autotuning made some
+    passes over a folder of images or a TFRecord set run on one CPU, at half the rate
+    (README, Performance)."""
     import tensorflow as tf
 
     options = tf.data.Options()
