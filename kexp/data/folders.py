@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kexp.data.files import display_path
 from kexp.data.image_headers import MAX_IMAGE_PIXELS
@@ -163,7 +163,8 @@ class _Folder(Stream):
             self.sample, num_parallel_calls=self.parallel_reads(), deterministic=True)
 
     def parallel_reads(self) -> int:
-        """How many files the pipeline reads at once: ``tf.data.AUTOTUNE``."""
+        """How many files the pipeline reads at once: ``tf.data.AUTOTUNE`` (streams run
+        without autotuning: one per CPU)."""
         return -1
 
     def subset(self, indices: Any, source: str) -> Stream:
@@ -178,20 +179,19 @@ class _Folder(Stream):
 
         for path in self.files:
             try:
-                problem = self._refusal(path)
+                problem, parts = self._read_now(path)
                 if problem is None:
-                    self.load(*(tf.constant(c) for c in self._checked(path))).numpy()
+                    self.load(*(tf.constant(part) for part in parts)).numpy()
             except (tf.errors.OpError, ValueError, OSError) as exc:
                 problem = error_line(exc)
             if problem is not None:
                 return f"{display_path(path)}: cannot read this file ({problem})."
         return None
 
-    def _refusal(self, path: str) -> str | None:
-        return None
-
-    def _checked(self, path: str) -> tuple:
-        return (path,)
+    def _read_now(self, path: str) -> tuple[str | None, tuple]:
+        """Why the file at ``path`` is not read now (None: it may be), and what ``load``
+        takes for it."""
+        return None, (path,)
 
 
 @dataclass
@@ -201,8 +201,8 @@ class ImageFolder(_Folder):
     interpolation: str = "bilinear"
     crop_to_aspect_ratio: bool = False
     pad_to_aspect_ratio: bool = False
-    # Each file's header check and size, ``(end, digest, pixels)``, read once
-    # (``header_checks``); shared with the stream's parts (``validation_split``).
+    # Each file's ``HeaderCheck``, read once (``header_checks``); shared with the stream's
+    # parts (``validation_split``).
     headers: dict = field(default_factory=dict, repr=False)
     _load_parts = 3
 
@@ -221,8 +221,8 @@ class ImageFolder(_Folder):
         at most one per CPU, and in deterministic order a file that takes longer stalls the
         batch: on two CPUs, eight in flight read small images about 1.35x faster than two
         (README, Performance)."""
-        header_checks(self.files, self.headers)
-        largest = max((self.headers[f][2] for f in self.files), default=0)
+        checks = _checks(self.files, self.headers)
+        largest = max((check.pixels for check in checks), default=0)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
         per_pixel = 20 if self.crop_to_aspect_ratio or self.pad_to_aspect_ratio else 4
@@ -234,20 +234,14 @@ class ImageFolder(_Folder):
                           crop_to_aspect_ratio=self.crop_to_aspect_ratio,
                           pad_to_aspect_ratio=self.pad_to_aspect_ratio)
 
-    def _refusal(self, path: str) -> str | None:
-        """Why the file at ``path`` is not decoded now (its header read again), if it is
-        not; a file whose header changed since the pipeline was made says so."""
-        from kexp.data.image_headers import read_header
-
-        refusal = read_header(path).refusal
-        if refusal is None and path in self.headers:
-            if header_checks([path], {})[1] != [self.headers[path][1]]:
-                return "it changed while the run was reading it; it is not decoded"
-        return refusal
-
-    def _checked(self, path: str) -> tuple:
-        ends, digests = header_checks([path], {})
-        return path, ends[0], digests[0]
+    def _read_now(self, path: str) -> tuple[str | None, tuple]:
+        """The header read again: a refusal, or a header no longer the one the pipeline
+        was made with, says why the file is not decoded."""
+        (now,) = _checks([path], {})
+        if now.refusal is None and path in self.headers and (
+                now.digest != self.headers[path].digest):
+            return "it changed while the run was reading it; it is not decoded", ()
+        return now.refusal, (path, now.end, now.digest)
 
 
 @dataclass
@@ -294,32 +288,45 @@ def read_image(path: tf.Tensor, end: tf.Tensor, digest: tf.Tensor, *,
     return image
 
 
-def header_checks(files: list[str], known: dict[str, tuple[int, int, int]]
+class HeaderCheck(NamedTuple):
+    """What ``read_image`` checks a file against: a keyed hash (``digest``) of its first
+    ``end`` bytes, which state its format and size (``pixels``); a refused file
+    (``refusal``: why) has a digest no hash equals."""
+
+    end: int
+    digest: int
+    pixels: int
+    refusal: str | None
+
+
+def header_checks(files: list[str], known: dict[str, HeaderCheck]
                   ) -> tuple[list[int], list[int]]:
-    """Each file's ``(end, digest)`` for ``read_image``: its header read once (and kept in
-    ``known`` with its pixels, shared by a stream and its parts). A file whose header is
-    refused (see ``kexp.data.image_headers``) or cannot be read gets a digest no hash
-    equals."""
+    """Each file's ``(end, digest)`` for ``read_image`` (see ``_checks``)."""
+    checks = _checks(files, known)
+    return [check.end for check in checks], [check.digest for check in checks]
+
+
+def _checks(files: list[str], known: dict[str, HeaderCheck]) -> list[HeaderCheck]:
+    """Each file's ``HeaderCheck``: its header read once (see ``kexp.data.image_headers``)
+    and kept in ``known``, shared by a stream and its parts."""
     import numpy as np
 
-    from kexp.data.image_headers import read_header
+    from kexp.data.image_headers import Header, read_header
 
     missing = [f for f in dict.fromkeys(files) if f not in known]
     for start in range(0, len(missing), 1024):  # one hashing op per 1,024 files
-        chunk, heads, ends, sizes = missing[start:start + 1024], [], [], []
+        chunk, headers = missing[start:start + 1024], []
         for file in chunk:
             try:
-                header = read_header(file)
-            except OSError:
-                header = None
-            ok = header is not None and header.refusal is None
-            ends.append(header.end if ok else -1)
-            heads.append(header.head if ok else b"")
-            sizes.append((header.pixels or 0) if ok else 0)
-        digests = np.asarray(_digest(heads)) if heads else []
-        for file, end, digest, pixels in zip(chunk, ends, digests, sizes, strict=True):
-            known[file] = (max(end, 0), int(digest) if end >= 0 else _REFUSED, pixels)
-    return [known[f][0] for f in files], [known[f][1] for f in files]
+                headers.append(read_header(file))
+            except OSError as exc:
+                headers.append(Header(0, refusal=error_line(exc)))
+        digests = np.asarray(_digest([h.head for h in headers]))
+        for file, header, digest in zip(chunk, headers, digests, strict=True):
+            known[file] = (HeaderCheck(header.end, int(digest), header.pixels or 0, None)
+                           if header.refusal is None else
+                           HeaderCheck(0, _REFUSED, 0, header.refusal))
+    return [known[f] for f in files]
 
 
 def _digest(data: Any) -> tf.Tensor:

@@ -340,7 +340,7 @@ def stream_batches(stream: Stream, *, batch_size: int, seed: int, shuffle: bool 
 
     def finish(dataset: tf.data.Dataset, count: int) -> tf.data.Dataset:
         return _finish(dataset.apply(tf.data.experimental.assert_cardinality(count)),
-                       stream.prefetch, autotune=False)
+                       stream.prefetch)
 
     if epochs is None and epoch is None:
         dataset = stream.batches(seed, zero, zero, False, batch_size)
@@ -402,7 +402,7 @@ def _slot_batches(stream: Any, *, batch_size: int, seed: int, shuffle: bool | in
     dataset = _read_slots(plan.dataset(), stream, batch_size, plan.padded)
     total = per_epoch * count
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(total))
-    return _finish(dataset, stream.prefetch, autotune=False), per_epoch
+    return _finish(dataset, stream.prefetch), per_epoch
 
 
 @dataclass
@@ -522,24 +522,22 @@ _UNTUNED_PREFETCH = 2
 _EAGER_SLOTS = 1 << 18
 
 
-def _finish(dataset: tf.data.Dataset, prefetch: bool | int,
-            autotune: bool = True) -> tf.data.Dataset:
-    """``autotune=False`` (every stream): the pipeline's parallelism and buffers are set,
-    not tuned (``prefetch: true`` is then two batches); ``tf.data``'s autotuning made some
-    passes over a folder of images or a TFRecord set run on one CPU, at half the rate
-    (README, Performance)."""
+def _finish(dataset: tf.data.Dataset, prefetch: bool | int) -> tf.data.Dataset:
+    """A stream's pipeline runs with its parallelism and buffers set, not tuned
+    (``prefetch: true`` is two batches): ``tf.data``'s autotuning made some passes over a
+    folder of images or a TFRecord set run on one CPU, at half the rate (README,
+    Performance)."""
     import tensorflow as tf
 
     options = tf.data.Options()
-    options.autotune.enabled = autotune
+    options.autotune.enabled = False
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)
     if prefetch is False:
         return dataset
-    if prefetch is True:  # without autotuning, a fixed buffer: its memory stays bounded
-        prefetch = tf.data.AUTOTUNE if autotune else _UNTUNED_PREFETCH
-    return dataset.prefetch(prefetch)
+    # Without autotuning, a fixed buffer: its memory stays bounded.
+    return dataset.prefetch(_UNTUNED_PREFETCH if prefetch is True else prefetch)
 
 
 def adapt_source(split: Any) -> Any:
